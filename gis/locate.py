@@ -1,0 +1,292 @@
+"""Point → grid cell, responsible grid worker and jurisdiction.
+
+A `Locator` keeps one `CellIndex` per (dataset revision, date) in memory, built from PostGIS, and answers one
+point or a million in a batch. Points outside every cell snap to the nearest cell within the configured distance
+(metres in the Gauss–Krüger zone); farther out they stay unassigned with a reason — never a guess.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from numpy.typing import ArrayLike, NDArray
+from sqlalchemy import Engine, text
+
+from gis.cellindex import CellIndex
+from gis.crs import gk_epsg, parse_crs, to_storage, transformer
+from gis.errors import InvalidCoordinates
+from gis.settings import LocateSettings
+
+Ref = dict[str, str] | None
+MAX_REPORTED_ERRORS = 20
+
+
+@dataclass
+class Snapshot:
+    """Everything needed to answer locate queries for one date, detached from the database."""
+
+    revision: int
+    on: dt.date
+    cell_codes: NDArray[np.object_]
+    cell_names: NDArray[np.object_]
+    cell_village: NDArray[np.int64]  # position in jur_* arrays
+    index: CellIndex
+    worker: list[Ref]
+    jur_codes: NDArray[np.object_]
+    jur_names: NDArray[np.object_]
+    jur_level: NDArray[np.object_]
+    jur_parent: NDArray[np.int64]  # position, -1 at the top
+    village_pos: NDArray[np.int64]  # positions of villages
+    village_tree: shapely.STRtree
+    territory: shapely.Geometry
+    metric_epsg: int
+    _metric_tree: shapely.STRtree | None = None
+
+    @property
+    def metric_tree(self) -> shapely.STRtree:
+        """Cells in metres, built on first use (only unassigned points need it)."""
+        if self._metric_tree is None:
+            tf = transformer(4490, self.metric_epsg)
+            geoms = shapely.transform(self.index.geoms, lambda xy: np.column_stack(tf.transform(xy[:, 0], xy[:, 1])))
+            self._metric_tree = shapely.STRtree(geoms)
+        return self._metric_tree
+
+
+def load_snapshot(engine: Engine, on: dt.date) -> Snapshot:
+    valid = "valid_from <= :on AND (valid_to IS NULL OR :on < valid_to)"
+    with engine.connect() as conn:
+        revision = int(conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1")).scalar_one())
+        jur = conn.execute(
+            text("SELECT id, code, name, level, parent_id, ST_AsBinary(geom) FROM jurisdictions ORDER BY code")
+        ).all()
+        cells = conn.execute(
+            text(f"SELECT id, code, name, village_id, ST_AsBinary(geom) FROM cells WHERE {valid} ORDER BY code"),
+            {"on": on},
+        ).all()
+        workers = conn.execute(
+            text("""SELECT DISTINCT ON (a.cell_id) a.cell_id, w.id, w.name FROM worker_assignments a
+                     JOIN workers w ON w.id = a.worker_id
+                     WHERE a.role = 'grid_worker' AND a.valid_from <= :on
+                       AND (a.valid_to IS NULL OR :on < a.valid_to)
+                     ORDER BY a.cell_id, w.id"""),
+            {"on": on},
+        ).all()
+    jpos = {r[0]: i for i, r in enumerate(jur)}
+    jgeoms = shapely.from_wkb([r[5] for r in jur]) if jur else np.empty(0, dtype=object)
+    levels = np.array([r[3] for r in jur], dtype=object)
+    village_pos = np.flatnonzero(levels == "village")
+    by_cell = {r[0]: {"id": r[1], "name": r[2]} for r in workers}
+    geoms = shapely.from_wkb([r[4] for r in cells]) if cells else np.empty(0, dtype=object)
+    top = jgeoms[levels == "district"] if len(jgeoms) else jgeoms
+    territory = shapely.union_all(top if len(top) else jgeoms)
+    shapely.prepare(territory)
+    bounds = shapely.total_bounds(jgeoms) if len(jgeoms) else np.array([120.0, 30.0, 120.0, 30.0])
+    return Snapshot(
+        revision=revision,
+        on=on,
+        cell_codes=np.array([r[1] for r in cells], dtype=object),
+        cell_names=np.array([r[2] for r in cells], dtype=object),
+        cell_village=np.array([jpos[r[3]] for r in cells], dtype=np.int64),
+        index=CellIndex(geoms),
+        worker=[by_cell.get(r[0]) for r in cells],
+        jur_codes=np.array([r[1] for r in jur], dtype=object),
+        jur_names=np.array([r[2] for r in jur], dtype=object),
+        jur_level=levels,
+        jur_parent=np.array([jpos.get(r[4], -1) for r in jur], dtype=np.int64),
+        village_pos=village_pos,
+        village_tree=shapely.STRtree(jgeoms[village_pos]),
+        territory=territory,
+        metric_epsg=gk_epsg(float((bounds[0] + bounds[2]) / 2)),
+    )
+
+
+def check_coordinates(x: NDArray[np.float64], y: NDArray[np.float64], geographic: bool) -> list[dict[str, Any]]:
+    """Per-point problems: not finite, or out of the lon/lat range."""
+    errors: list[dict[str, Any]] = []
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    if geographic:
+        bad_range = ~bad & ((np.abs(x) > 180) | (np.abs(y) > 90))
+    else:
+        bad_range = np.zeros_like(bad)
+    for i in np.flatnonzero(bad | bad_range)[:MAX_REPORTED_ERRORS]:
+        if bad[i]:
+            msg = f"coordinates ({x[i]}, {y[i]}) are not finite numbers"
+        else:
+            msg = f"coordinates ({x[i]}, {y[i]}) are out of range: lon must be within ±180 and lat within ±90"
+            if abs(x[i]) <= 90 < abs(y[i]) <= 180:
+                msg += "; latitude and longitude look swapped: send longitude first"
+        errors.append({"index": int(i), "message": msg})
+    if bad.any() or bad_range.any():
+        errors.append({"count": int((bad | bad_range).sum())})
+    return errors
+
+
+class Locator:
+    """Thread-safe point location against the database's cells, cached per dataset revision and date."""
+
+    def __init__(self, engine: Engine, settings: LocateSettings | None = None, cache_size: int = 4) -> None:
+        self.engine = engine
+        self.settings = settings or LocateSettings()
+        self._cache: OrderedDict[dt.date, Snapshot] = OrderedDict()
+        self._lock = threading.Lock()
+        self._cache_size = cache_size
+
+    def snapshot(self, on: dt.date | None = None) -> Snapshot:
+        on = on or dt.date.today()
+        with self.engine.connect() as conn:
+            revision = int(conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1")).scalar_one())
+        with self._lock:
+            snap = self._cache.get(on)
+            if snap is not None and snap.revision == revision:
+                self._cache.move_to_end(on)
+                return snap
+            snap = load_snapshot(self.engine, on)
+            self._cache[on] = snap
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return snap
+
+    def locate(self, x: ArrayLike, y: ArrayLike, crs: str | int | None = None, on: dt.date | None = None
+               ) -> list[dict[str, Any]]:
+        """Locate points given in `crs`; raises InvalidCoordinates naming each bad point."""
+        snap, a = self.locate_arrays(x, y, crs, on)
+        return to_results(snap, a)
+
+    def locate_arrays(self, x: ArrayLike, y: ArrayLike, crs: str | int | None = None, on: dt.date | None = None
+                      ) -> tuple[Snapshot, Assignment]:
+        """The batch path: arrays in, arrays out (no per-point Python objects)."""
+        lon, lat = self.to_storage(x, y, crs)
+        snap = self.snapshot(on)
+        return snap, assign_arrays(snap, lon, lat, self.settings.snap_distance_m)
+
+    @staticmethod
+    def to_storage(x: ArrayLike, y: ArrayLike, crs: str | int | None) -> tuple[NDArray, NDArray]:
+        parsed = parse_crs(crs)
+        try:
+            xa = np.atleast_1d(np.asarray(x, dtype=float))
+            ya = np.atleast_1d(np.asarray(y, dtype=float))
+        except (TypeError, ValueError) as exc:
+            raise InvalidCoordinates("coordinates must be numbers") from exc
+        if xa.shape != ya.shape:
+            raise InvalidCoordinates("as many longitudes as latitudes are needed")
+        errors = check_coordinates(xa, ya, parsed.geographic)
+        if errors:
+            raise InvalidCoordinates(str(errors[0]["message"]), errors)
+        lon, lat = to_storage(xa, ya, parsed)
+        errors = check_coordinates(lon, lat, True)
+        if errors:
+            raise InvalidCoordinates(f"coordinates cannot be transformed from {parsed.name}", errors)
+        return lon, lat
+
+
+def _ref(snap: Snapshot, pos: int) -> Ref:
+    return None if pos < 0 else {"code": str(snap.jur_codes[pos]), "name": str(snap.jur_names[pos])}
+
+
+def _chain(snap: Snapshot, village: int) -> dict[str, Ref]:
+    """Village, township and district references above a village position."""
+    out: dict[str, Ref] = {"village": None, "township": None, "district": None}
+    pos = village
+    while pos >= 0:
+        out[str(snap.jur_level[pos])] = _ref(snap, pos)
+        pos = int(snap.jur_parent[pos])
+    return out
+
+
+@dataclass
+class Assignment:
+    """Batch answer as arrays: positions into the snapshot's cells (-1: none) and jurisdictions."""
+
+    cell: NDArray[np.int32]
+    snapped: NDArray[np.bool_]
+    distance_m: NDArray[np.float64]
+    village: dict[int, int]  # for unassigned points inside a village: point → village position
+    reasons: dict[int, str]
+
+
+def assign_arrays(snap: Snapshot, lon: NDArray, lat: NDArray, snap_distance_m: float) -> Assignment:
+    """The core rule on CGCS2000 lon/lat: contained → snapped within the distance → unassigned with a reason."""
+    pos = snap.index.assign(lon, lat)
+    distance = np.zeros(len(lon))
+    snapped = np.zeros(len(lon), dtype=bool)
+    reasons: dict[int, str] = {}
+    village_of_point: dict[int, int] = {}
+    missing = np.flatnonzero(pos < 0)
+    if len(missing):
+        tf = transformer(4490, snap.metric_epsg)
+        mx, my = tf.transform(lon[missing], lat[missing])
+        pts = shapely.points(mx, my)
+        if len(snap.cell_codes):
+            p, c = snap.metric_tree.query_nearest(pts, return_distance=False, all_matches=True)
+            best = np.full(len(missing), np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(best, p, c)  # ties go to the lowest code
+            dist = shapely.distance(pts, snap.metric_tree.geometries[best])
+        else:
+            best = np.full(len(missing), -1)
+            dist = np.full(len(missing), np.inf)
+        near = dist <= snap_distance_m
+        pos[missing[near]] = best[near]
+        snapped[missing[near]] = True
+        distance[missing] = np.where(np.isfinite(dist), dist, 0.0)
+        far = missing[~near]
+        _explain(snap, lon, lat, far, best[~near], dist[~near], snap_distance_m, reasons, village_of_point)
+    return Assignment(pos, snapped, distance, village_of_point, reasons)
+
+
+def to_results(snap: Snapshot, a: Assignment) -> list[dict[str, Any]]:
+    """The JSON shape of /api/v1/locate, one dict per point."""
+    chains: dict[int, dict[str, Ref]] = {}
+    none: dict[str, Ref] = {"village": None, "township": None, "district": None}
+    results: list[dict[str, Any]] = []
+    for i, cell in enumerate(a.cell.tolist()):
+        if cell >= 0:
+            v = int(snap.cell_village[cell])
+            chain = chains.get(v) or chains.setdefault(v, _chain(snap, v))
+            results.append({
+                "cell": {"code": str(snap.cell_codes[cell]), "name": str(snap.cell_names[cell])},
+                "worker": snap.worker[cell], **chain, "snapped": bool(a.snapped[i]),
+                "distance_m": round(float(a.distance_m[i]), 2), "reason": None,
+            })
+        else:
+            v = a.village.get(i, -1)
+            chain = (chains.get(v) or chains.setdefault(v, _chain(snap, v))) if v >= 0 else none
+            results.append({"cell": None, "worker": None, **chain, "snapped": False,
+                            "distance_m": round(float(a.distance_m[i]), 2), "reason": a.reasons.get(i)})
+    return results
+
+
+def _explain(snap: Snapshot, lon: NDArray, lat: NDArray, far: NDArray, nearest: NDArray, dist: NDArray,
+             limit_m: float, reasons: dict[int, str], village_of_point: dict[int, int]) -> None:
+    """Why each far point is unassigned; raises for points that only make sense with lat and lon swapped."""
+    if not len(far):
+        return
+    pts = shapely.points(lon[far], lat[far])
+    p, v = snap.village_tree.query(pts, predicate="intersects")
+    for k, j in zip(p.tolist(), v.tolist(), strict=True):
+        village_of_point.setdefault(int(far[k]), int(snap.village_pos[j]))
+    swapped: list[dict[str, Any]] = []
+    for k, i in enumerate(far.tolist()):
+        if i in village_of_point:
+            reasons[i] = f"inside village {snap.jur_codes[village_of_point[i]]} but in no grid cell"
+            continue
+        if snap.territory.is_empty:
+            reasons[i] = "no boundary data loaded: run `wangge load`"
+        elif not shapely.intersects_xy(snap.territory, lon[i], lat[i]) and shapely.intersects_xy(
+            snap.territory, lat[i], lon[i]
+        ):
+            swapped.append({"index": i, "message": f"point ({lon[i]}, {lat[i]}) lies outside every jurisdiction "
+                            "but inside one with latitude and longitude swapped: send longitude first"})
+        elif nearest[k] >= 0:
+            reasons[i] = (f"outside every grid cell: nearest cell {snap.cell_codes[nearest[k]]} is "
+                          f"{dist[k]:.0f} m away (snap distance {limit_m:g} m)")
+        else:
+            reasons[i] = "outside every grid cell"
+    if swapped:
+        raise InvalidCoordinates(str(swapped[0]["message"]), swapped[:MAX_REPORTED_ERRORS])
+

@@ -1,0 +1,104 @@
+"""Test fixtures: one real PostGIS per test session.
+
+By default an embedded cluster is created in a temporary folder (fsync off) and removed at the end; set
+WANGGE_TEST_DATABASE_URL to a superuser URL of another PostGIS server to use that instead. The demo township is
+loaded once into a template database; read-only tests share one copy, tests that write get their own copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from api.app import create_app
+from gis import db
+from gis.cluster import Cluster
+from gis.store import load_package
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "boundaries" / "demo-j-town"
+VALID_FROM = dt.date(2017, 1, 1)
+TEMPLATE = "wangge_test_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a PostGIS server (its maintenance database), as a superuser."""
+    external = os.environ.get("WANGGE_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    cluster = Cluster(tmp_path_factory.mktemp("pg") / "pgdata", fast=True)
+    url = cluster.start()
+    try:
+        yield str(make_url(url).set(database="postgres").render_as_string(hide_password=False))
+    finally:
+        cluster.stop()
+
+
+def _admin(server_url: str) -> psycopg.Connection:
+    u = make_url(server_url)
+    return psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                           dbname=u.database or "postgres", autocommit=True)
+
+
+def _url(server_url: str, name: str) -> str:
+    return make_url(server_url).set(drivername="postgresql+psycopg", database=name).render_as_string(
+        hide_password=False)
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return _url(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> str:
+    """A database with the schema migrated and the demo township loaded; cloned by the fixtures below."""
+    url = create_database(server_url, TEMPLATE)
+    engine = db.engine_for(url)
+    db.upgrade(engine)
+    load_package(engine, DEMO, valid_from=VALID_FROM)
+    engine.dispose()
+    db.engine_for.cache_clear()
+    return TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def demo_url(server_url: str, template_db: str) -> str:
+    """A shared copy of the demo database for tests that only read."""
+    return create_database(server_url, "wangge_test_shared", template=template_db)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_url: str) -> Engine:
+    return db.engine_for(demo_url)
+
+
+@pytest.fixture
+def fresh_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A private copy of the demo database for a test that writes; dropped afterwards."""
+    name = f"wangge_test_{os.getpid()}_{next(_counter)}"
+    url = create_database(server_url, name, template=template_db)
+    yield url
+    db.engine_for(url).dispose()
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def client(demo_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(demo_url)) as c:
+        yield c
