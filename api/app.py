@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,10 +13,29 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from api import errors, layers, locate
+from api import auth, errors, events, feed, layers, locate, open311, stats
 from gis import db
+from gis.cases import Cases
+from gis.gazetteer_db import GazetteerCache
+from gis.intake import Intake, IntakeSettings
 from gis.locate import Locator
-from gis.settings import DatabaseSettings, LocateSettings
+from gis.settings import AuthSettings, DatabaseSettings, LocateSettings, SupervisionSettings
+from gis.supervision import sweep
+from gis.taxonomy import load_taxonomy
+from gis.workcalendar import load_calendar
+
+
+async def _supervise(app: FastAPI) -> None:
+    """Supervision sweeps (督办) every WANGGE_SUPERVISION_SECONDS; all state lives in the database."""
+    interval = SupervisionSettings().supervision_seconds
+    if interval <= 0:
+        return
+    while True:
+        try:
+            await asyncio.to_thread(sweep, app.state.engine, app.state.cases)
+        except Exception:  # keep supervising; the next sweep retries
+            logging.getLogger("wangge.supervision").exception("supervision sweep failed")
+        await asyncio.sleep(interval)
 
 
 def create_app(database_url: str | None = None, locate_settings: LocateSettings | None = None) -> FastAPI:
@@ -25,7 +46,22 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
         url = database_url or db.database_url(DatabaseSettings(), start=False)
         app.state.engine = db.engine_for(url)
         app.state.locator = Locator(app.state.engine, locate_settings or LocateSettings())
+        # Data files are validated here, at start-up: a broken taxonomy stops the server with one clear line.
+        app.state.taxonomy = load_taxonomy()
+        app.state.calendar = load_calendar()
+        app.state.gazetteer = GazetteerCache(app.state.engine)
+        app.state.intake = Intake(app.state.engine, app.state.locator, app.state.taxonomy, app.state.calendar,
+                                  IntakeSettings(), gazetteer=app.state.gazetteer.match)
+        app.state.cases = Cases(app.state.engine, app.state.taxonomy, app.state.calendar, app.state.locator)
+        app.state.auth = AuthSettings()
+        app.state.secret_key = app.state.auth.key()
+        app.state.upload_dir = DatabaseSettings().data_dir.absolute() / "uploads"
+        app.state.feed = feed.Feed(app.state.engine)
+        app.state.feed.start()
+        supervisor = asyncio.create_task(_supervise(app))
         yield
+        supervisor.cancel()
+        app.state.feed.stop()
         app.state.engine.dispose()
 
     app = FastAPI(
@@ -37,6 +73,11 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
     errors.install(app)
     app.include_router(locate.router)
     app.include_router(layers.router)
+    app.include_router(auth.router)
+    app.include_router(events.router)
+    app.include_router(stats.router)
+    app.include_router(feed.router)
+    app.include_router(open311.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> Any:

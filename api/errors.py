@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from gis.accounts import AccountInvalid
+from gis.cases import Forbidden
 from gis.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -13,6 +15,8 @@ from gis.errors import (
     PackageInvalid,
     WanggeError,
 )
+from gis.intake import BatchInvalid
+from gis.workflow import ActionInvalid, IllegalTransition
 
 STATUS: dict[type[WanggeError], int] = {
     InvalidCoordinates: 422,
@@ -20,6 +24,11 @@ STATUS: dict[type[WanggeError], int] = {
     NotFound: 404,
     DatabaseUnavailable: 503,
     ConfigurationError: 500,
+    IllegalTransition: 409,
+    ActionInvalid: 422,
+    BatchInvalid: 422,
+    AccountInvalid: 422,
+    Forbidden: 403,
 }
 
 
@@ -35,6 +44,10 @@ async def _handle(_request: Request, exc: Exception) -> JSONResponse:
     body: dict[str, object] = {"detail": str(exc)}
     if isinstance(exc, InvalidCoordinates) and exc.details:
         body["errors"] = exc.details
+    if isinstance(exc, IllegalTransition):
+        body["allowed"] = exc.allowed
+    if isinstance(exc, BatchInvalid):
+        body["errors"] = exc.errors
     if isinstance(exc, PackageInvalid):
         body["errors"] = [p.__dict__ for p in exc.problems]
     return JSONResponse(body, status_code=_status(exc))

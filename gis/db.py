@@ -62,6 +62,11 @@ def upgrade(engine: Engine) -> str:
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
 
+def head() -> str:
+    """The newest migration this code knows."""
+    return ScriptDirectory.from_config(_alembic_config("postgresql://unused")).get_current_head() or ""
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -201,92 +201,124 @@ def _chain(snap: Snapshot, village: int) -> dict[str, Ref]:
 
 @dataclass
 class Assignment:
-    """Batch answer as arrays: positions into the snapshot's cells (-1: none) and jurisdictions."""
+    """Batch answer as arrays: positions into the snapshot's cells (-1: none).
+
+    For points left unassigned (`far`), `village` holds the village they lie in (-1: none); the nearest cell and
+    its distance — only needed to explain a JSON answer — are computed on demand by `to_results`.
+    """
 
     cell: NDArray[np.int32]
     snapped: NDArray[np.bool_]
     distance_m: NDArray[np.float64]
-    village: dict[int, int]  # for unassigned points inside a village: point → village position
-    reasons: dict[int, str]
+    far: NDArray[np.int64]
+    village: NDArray[np.int64]
+    lon: NDArray[np.float64]
+    lat: NDArray[np.float64]
+    snap_distance_m: float
 
 
 def assign_arrays(snap: Snapshot, lon: NDArray, lat: NDArray, snap_distance_m: float) -> Assignment:
-    """The core rule on CGCS2000 lon/lat: contained → snapped within the distance → unassigned with a reason."""
+    """The core rule on CGCS2000 lon/lat: contained → snapped within the distance → unassigned (never a guess).
+
+    Raises InvalidCoordinates for points outside every jurisdiction that fall inside one once swapped.
+    """
     pos = snap.index.assign(lon, lat)
     distance = np.zeros(len(lon))
     snapped = np.zeros(len(lon), dtype=bool)
-    reasons: dict[int, str] = {}
-    village_of_point: dict[int, int] = {}
     missing = np.flatnonzero(pos < 0)
-    if len(missing):
-        tf = transformer(4490, snap.metric_epsg)
-        mx, my = tf.transform(lon[missing], lat[missing])
-        pts = shapely.points(mx, my)
-        if len(snap.cell_codes):
-            p, c = snap.metric_tree.query_nearest(pts, return_distance=False, all_matches=True)
+    far = missing
+    if len(missing) and len(snap.cell_codes) and snap_distance_m > 0:
+        pts = _metric_points(snap, lon[missing], lat[missing])
+        p, c = snap.metric_tree.query_nearest(pts, max_distance=snap_distance_m, all_matches=True)
+        if len(p):
             best = np.full(len(missing), np.iinfo(np.int64).max, dtype=np.int64)
             np.minimum.at(best, p, c)  # ties go to the lowest code
-            dist = shapely.distance(pts, snap.metric_tree.geometries[best])
-        else:
-            best = np.full(len(missing), -1)
-            dist = np.full(len(missing), np.inf)
-        near = dist <= snap_distance_m
-        pos[missing[near]] = best[near]
-        snapped[missing[near]] = True
-        distance[missing] = np.where(np.isfinite(dist), dist, 0.0)
-        far = missing[~near]
-        _explain(snap, lon, lat, far, best[~near], dist[~near], snap_distance_m, reasons, village_of_point)
-    return Assignment(pos, snapped, distance, village_of_point, reasons)
+            near = best < np.iinfo(np.int64).max
+            hit = missing[near]
+            pos[hit] = best[near]
+            snapped[hit] = True
+            distance[hit] = shapely.distance(pts[near], snap.metric_tree.geometries[best[near]])
+            far = missing[~near]
+    village = np.full(len(far), -1, dtype=np.int64)
+    if len(far):
+        p, v = snap.village_tree.query(shapely.points(lon[far], lat[far]), predicate="intersects")
+        village[p[::-1]] = snap.village_pos[v[::-1]]  # the first match wins, as before
+        _refuse_swapped(snap, lon, lat, far[village < 0])
+    return Assignment(pos, snapped, distance, far, village, lon, lat, snap_distance_m)
+
+
+def _metric_points(snap: Snapshot, lon: NDArray, lat: NDArray) -> NDArray[np.object_]:
+    mx, my = transformer(4490, snap.metric_epsg).transform(lon, lat)
+    return shapely.points(mx, my)
+
+
+def _refuse_swapped(snap: Snapshot, lon: NDArray, lat: NDArray, outside: NDArray) -> None:
+    """Points outside every jurisdiction that land inside one with lat and lon swapped are refused, by index."""
+    if not len(outside) or snap.territory.is_empty:
+        return
+    x, y = lon[outside], lat[outside]
+    swapped = outside[~shapely.intersects_xy(snap.territory, x, y) & shapely.intersects_xy(snap.territory, y, x)]
+    if len(swapped):
+        errors: list[dict[str, Any]] = [
+            {"index": int(i), "message": f"point ({lon[i]}, {lat[i]}) lies outside every jurisdiction but inside "
+                                         "one with latitude and longitude swapped: send longitude first"}
+            for i in swapped[:MAX_REPORTED_ERRORS]
+        ]
+        raise InvalidCoordinates(str(errors[0]["message"]), errors)
 
 
 def to_results(snap: Snapshot, a: Assignment) -> list[dict[str, Any]]:
     """The JSON shape of /api/v1/locate, one dict per point."""
     chains: dict[int, dict[str, Ref]] = {}
     none: dict[str, Ref] = {"village": None, "township": None, "district": None}
+
+    def chain(v: int) -> dict[str, Ref]:
+        if v < 0:
+            return none
+        if v not in chains:
+            chains[v] = _chain(snap, v)
+        return chains[v]
+
+    far_info = _explain_far(snap, a)
     results: list[dict[str, Any]] = []
     for i, cell in enumerate(a.cell.tolist()):
         if cell >= 0:
-            v = int(snap.cell_village[cell])
-            chain = chains.get(v) or chains.setdefault(v, _chain(snap, v))
             results.append({
                 "cell": {"code": str(snap.cell_codes[cell]), "name": str(snap.cell_names[cell])},
-                "worker": snap.worker[cell], **chain, "snapped": bool(a.snapped[i]),
+                "worker": snap.worker[cell], **chain(int(snap.cell_village[cell])), "snapped": bool(a.snapped[i]),
                 "distance_m": round(float(a.distance_m[i]), 2), "reason": None,
             })
         else:
-            v = a.village.get(i, -1)
-            chain = (chains.get(v) or chains.setdefault(v, _chain(snap, v))) if v >= 0 else none
-            results.append({"cell": None, "worker": None, **chain, "snapped": False,
-                            "distance_m": round(float(a.distance_m[i]), 2), "reason": a.reasons.get(i)})
+            village, dist, reason = far_info[i]
+            results.append({"cell": None, "worker": None, **chain(village), "snapped": False,
+                            "distance_m": dist, "reason": reason})
     return results
 
 
-def _explain(snap: Snapshot, lon: NDArray, lat: NDArray, far: NDArray, nearest: NDArray, dist: NDArray,
-             limit_m: float, reasons: dict[int, str], village_of_point: dict[int, int]) -> None:
-    """Why each far point is unassigned; raises for points that only make sense with lat and lon swapped."""
-    if not len(far):
-        return
-    pts = shapely.points(lon[far], lat[far])
-    p, v = snap.village_tree.query(pts, predicate="intersects")
-    for k, j in zip(p.tolist(), v.tolist(), strict=True):
-        village_of_point.setdefault(int(far[k]), int(snap.village_pos[j]))
-    swapped: list[dict[str, Any]] = []
-    for k, i in enumerate(far.tolist()):
-        if i in village_of_point:
-            reasons[i] = f"inside village {snap.jur_codes[village_of_point[i]]} but in no grid cell"
-            continue
-        if snap.territory.is_empty:
-            reasons[i] = "no boundary data loaded: run `wangge load`"
-        elif not shapely.intersects_xy(snap.territory, lon[i], lat[i]) and shapely.intersects_xy(
-            snap.territory, lat[i], lon[i]
-        ):
-            swapped.append({"index": i, "message": f"point ({lon[i]}, {lat[i]}) lies outside every jurisdiction "
-                            "but inside one with latitude and longitude swapped: send longitude first"})
+def _explain_far(snap: Snapshot, a: Assignment) -> dict[int, tuple[int, float, str]]:
+    """(village, distance to the nearest cell, reason) for each unassigned point."""
+    out: dict[int, tuple[int, float, str]] = {}
+    if not len(a.far):
+        return out
+    nearest = np.full(len(a.far), -1, dtype=np.int64)
+    dist = np.zeros(len(a.far))
+    if len(snap.cell_codes):
+        pts = _metric_points(snap, a.lon[a.far], a.lat[a.far])
+        p, c = snap.metric_tree.query_nearest(pts, all_matches=True)
+        best = np.full(len(a.far), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best, p, c)
+        nearest = best
+        dist = shapely.distance(pts, snap.metric_tree.geometries[best])
+    for k, i in enumerate(a.far.tolist()):
+        v = int(a.village[k])
+        if v >= 0:
+            reason = f"inside village {snap.jur_codes[v]} but in no grid cell"
+        elif snap.territory.is_empty:
+            reason = "no boundary data loaded: run `wangge load`"
         elif nearest[k] >= 0:
-            reasons[i] = (f"outside every grid cell: nearest cell {snap.cell_codes[nearest[k]]} is "
-                          f"{dist[k]:.0f} m away (snap distance {limit_m:g} m)")
+            reason = (f"outside every grid cell: nearest cell {snap.cell_codes[nearest[k]]} is {dist[k]:.0f} m away "
+                      f"(snap distance {a.snap_distance_m:g} m)")
         else:
-            reasons[i] = "outside every grid cell"
-    if swapped:
-        raise InvalidCoordinates(str(swapped[0]["message"]), swapped[:MAX_REPORTED_ERRORS])
-
+            reason = "outside every grid cell"
+        out[i] = (v, round(float(dist[k]), 2), reason)
+    return out

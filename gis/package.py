@@ -20,13 +20,14 @@ import pyogrio
 from gis.crs import STORAGE_EPSG
 from gis.errors import PackageInvalid, Problem
 
-GEOMETRY_LAYERS = ("jurisdictions", "cells", "devices", "water")
+GEOMETRY_LAYERS = ("jurisdictions", "cells", "devices", "water", "addresses")
 REQUIRED_LAYERS = ("jurisdictions", "cells")
 COLUMNS: dict[str, tuple[str, ...]] = {
     "jurisdictions": ("code", "name", "level", "parent_code", "kind", "households", "population"),
     "cells": ("code", "name", "village_code", "households", "population"),
     "devices": ("id", "kind", "subtype", "name"),
     "water": ("name", "kind"),
+    "addresses": ("id", "village_code", "road", "number", "name"),
     "workers": ("id", "name", "phone", "role", "cell_code", "village_code"),
 }
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -34,11 +35,12 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "cells": ("code", "name", "village_code"),
     "devices": ("id", "kind", "subtype", "name"),
     "water": ("name",),
+    "addresses": ("id", "village_code", "road", "number"),
     "workers": ("id", "name", "role"),
 }
 # Shapefiles cut field names at 10 characters.
 _TRUNCATED = {"parent_cod": "parent_code", "village_co": "village_code", "households": "households"}
-_ID_COLUMNS = {"code", "parent_code", "village_code", "cell_code", "id", "phone"}
+_ID_COLUMNS = {"code", "parent_code", "village_code", "cell_code", "id", "phone", "number"}
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Package:
     water: gpd.GeoDataFrame
     workers: pd.DataFrame
     source: str = ""
+    addresses: gpd.GeoDataFrame | None = None
 
 
 def _empty(layer: str) -> gpd.GeoDataFrame:
@@ -154,7 +157,7 @@ def read_package(path: str | Path, progress: Callable[[str], None] | None = None
         raise PackageInvalid(problems)
     return Package(
         jurisdictions=frames["jurisdictions"], cells=frames["cells"], devices=frames["devices"],
-        water=frames["water"], workers=workers, source=str(path),
+        water=frames["water"], workers=workers, source=str(path), addresses=frames["addresses"],
     )
 
 
@@ -178,7 +181,8 @@ def write_package(pkg: Package, out: str | Path, fmt: str = "geojson") -> list[P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    layers = {"jurisdictions": pkg.jurisdictions, "cells": pkg.cells, "devices": pkg.devices, "water": pkg.water}
+    layers = {"jurisdictions": pkg.jurisdictions, "cells": pkg.cells, "devices": pkg.devices, "water": pkg.water,
+              "addresses": pkg.addresses if pkg.addresses is not None else _empty("addresses")}
     if fmt == "gpkg":
         target = out / "wangge.gpkg"
         target.unlink(missing_ok=True)

@@ -58,3 +58,39 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+
+
+class AuthSettings(BaseSettings):
+    """Bearer tokens: WANGGE_SECRET_KEY signs them; unset, a random key is kept in the data directory."""
+
+    model_config = _COMMON
+
+    secret_key: str | None = None
+    token_minutes: int = 12 * 60
+    data_dir: Path = Path(".wangge")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) < 32 or v.lower() in {"changeme", "change-me", "secret", "password"}):
+            raise ValueError("WANGGE_SECRET_KEY must be at least 32 random characters")
+        return v
+
+    def key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        import secrets
+
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+class SupervisionSettings(BaseSettings):
+    model_config = _COMMON
+
+    supervision_seconds: float = 60.0
+    due_soon_hours: float = 4.0

@@ -75,7 +75,7 @@ def _write(conn: Connection, v: Validated, valid_from: dt.date, progress: Progre
     pkg = v.package
     # Serialise loads: the state row is the lock, and its revision tells caches to rebuild.
     conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1 FOR UPDATE"))
-    for table in ("worker_assignments", "workers", "devices", "cell_parts", "cells", "water_bodies"):
+    for table in ("worker_assignments", "workers", "devices", "cell_parts", "cells", "water_bodies", "addresses"):
         conn.execute(text(f"DELETE FROM {table}"))
     conn.execute(text("UPDATE jurisdictions SET parent_id = NULL"))
     conn.execute(text("DELETE FROM jurisdictions"))
@@ -150,6 +150,15 @@ def _write(conn: Connection, v: Validated, valid_from: dt.date, progress: Progre
                 {"name": n, "kind": _none(k) or "river", "wkb": shapely.to_wkb(g)}
                 for n, k, g in zip(wt["name"], wt["kind"], wt.geometry.values, strict=True)
             ], "water", progress)
+    ad = pkg.addresses if pkg.addresses is not None else None
+    if ad is not None and len(ad):
+        _insert(conn, """INSERT INTO addresses (id, village_code, road, number, name, geom)
+                         VALUES (:id, :v, :road, :num, :name, ST_GeomFromWKB(:wkb, 4490))""",
+                [
+                    {"id": i, "v": v, "road": r, "num": n, "name": _none(nm), "wkb": shapely.to_wkb(g)}
+                    for i, v, r, n, nm, g in zip(ad["id"], ad["village_code"], ad["road"], ad["number"], ad["name"],
+                                                 ad.geometry.values, strict=True)
+                ], "addresses", progress)
     revision = conn.execute(
         text("""UPDATE dataset_state SET revision = revision + 1, source = :src, loaded_at = now()
                 WHERE id = 1 RETURNING revision"""),
@@ -181,6 +190,8 @@ def read_dataset(engine: Engine, on: dt.date | None = None) -> Package:
         devices = gpd.read_postgis(
             text("SELECT id, kind, subtype, name, geom FROM devices ORDER BY id"), conn, geom_col="geom")
         water = gpd.read_postgis(text("SELECT name, kind, geom FROM water_bodies ORDER BY id"), conn, geom_col="geom")
+        addresses = gpd.read_postgis(
+            text("SELECT id, village_code, road, number, name, geom FROM addresses ORDER BY id"), conn, geom_col="geom")
         workers = pd.read_sql(
             text("""SELECT w.id, w.name, w.phone, a.role, c.code AS cell_code, v.code AS village_code
                      FROM worker_assignments a JOIN workers w ON w.id = a.worker_id
@@ -188,10 +199,11 @@ def read_dataset(engine: Engine, on: dt.date | None = None) -> Package:
                      WHERE a.valid_from <= :on AND (a.valid_to IS NULL OR :on < a.valid_to)
                      ORDER BY w.id"""),
             conn, params={"on": on})
-    frames = [f.rename_geometry("geometry") for f in (jur, cells, devices, water)]
+    frames = [f.rename_geometry("geometry") for f in (jur, cells, devices, water, addresses)]
     for f in frames:
         f.set_crs(4490, allow_override=True, inplace=True)
-    return Package(frames[0], frames[1], frames[2], frames[3], workers[list(COLUMNS["workers"])], source="database")
+    return Package(frames[0], frames[1], frames[2], frames[3], workers[list(COLUMNS["workers"])], source="database",
+                   addresses=frames[4])
 
 
 def export_dataset(engine: Engine, out: str | Path, fmt: str = "geojson", on: dt.date | None = None) -> list[Path]:

@@ -174,6 +174,8 @@ def validate(pkg: Package, progress: Callable[[str], None] | None = None) -> Val
     say("checking workers and devices")
     _check_workers(c, workers, set(cells["code"].dropna()), villages)
     _check_devices(c, devices, jgeo)
+    if pkg.addresses is not None and len(pkg.addresses):
+        _check_addresses(c, pkg.addresses, villages)
 
     if c.problems:
         raise PackageInvalid(c.problems)
@@ -182,7 +184,7 @@ def validate(pkg: Package, progress: Callable[[str], None] | None = None) -> Val
     water = pkg.water.copy()
     if len(water):
         water = water.set_geometry([_multi(shapely.make_valid(g)) for g in water.geometry.values], crs=4490)
-    fixed = Package(jur, cells, devices, water, workers, pkg.source)
+    fixed = Package(jur, cells, devices, water, workers, pkg.source, pkg.addresses)
     return Validated(fixed, c.epsg, shapely.area(jmet).astype(float), shapely.area(cmet).astype(float), c.notes)
 
 
@@ -269,3 +271,13 @@ def _check_devices(c: _Checker, devices: pd.DataFrame, jgeo: NDArray) -> None:
             c.add("devices", did, "geometry", "expected a Point geometry")
         elif territory is not None and not territory.covers(g):
             c.add("devices", did, "outside", f"lies outside every jurisdiction ({g.x:.6f}, {g.y:.6f})")
+
+
+def _check_addresses(c: _Checker, addresses: pd.DataFrame, villages: set[str]) -> None:
+    c.columns("addresses", addresses)
+    c.unique("addresses", addresses["id"], what="address id")
+    for aid, village, g in zip(addresses["id"], addresses["village_code"], addresses.geometry.values, strict=True):
+        if village not in villages:
+            c.add("addresses", aid, "unknown-village", f"village_code {village} names no village")
+        if g is None or g.is_empty or g.geom_type != "Point":
+            c.add("addresses", aid, "geometry", "expected a Point geometry")

@@ -10,6 +10,7 @@ import csv
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import LineString, MultiPoint, MultiPolygon, Point, Polygon, box, shape
 from shapely.geometry.polygon import orient
+from shapely.ops import substring
 
 SEED = 20240226
 GRID = 1e-7  # output precision in degrees: overlays snap to this grid so that shared edges stay identical
@@ -333,6 +335,165 @@ def build_workers(units, cells, rng):
     return rows
 
 
+# ---------------------------------------------------------------- addresses (gazetteer)
+ADDRESS_STREAM = 7  # addresses draw from their own stream, default_rng([SEED, 7]), so no other layer changes
+COMMUNITY_LANES = ["人民路", "新华路", "建设路", "解放路", "中兴路", "兴业路", "跃进路", "和平弄", "学前弄", "后街",
+                   "新街"]
+VILLAGE_LANES = ["学前弄", "村前路", "后街", "前街", "河滨路", "中心路", "新街", "祠堂弄", "后塘路", "池塘弄", "大桥路",
+                 "老街", "竹园弄", "井头弄", "石板弄", "庙前路"]
+TOWN_LANDMARKS = {"横街": ["横街菜市场", "横街邮政所"], "文昌街": ["文昌阁", "文昌街幼儿园"],
+                  "镇中路": ["镇卫生院", "镇中心小学", "镇文化站"]}
+VILLAGE_LANDMARKS = {"村": ["文化礼堂", "村委会"], "社区": ["党群服务中心", "卫生服务站"], "居": ["老年活动中心"],
+                     "场": ["场部"]}
+
+
+def along(line, road, rng, step, offset, sub_p=0.0):
+    """Address candidates along a road in the metre plane, numbered from its start: the k-th house is number k
+    (an odd number on the left, an even one on the right), so numbers increase along the road. Some numbers
+    get sub-numbers (12-1, 12-2 ...) set further back from the road. Each house comes with three spots to
+    try, the later ones shifted by a third of the minimum step, so the order along the road holds."""
+    out, s, n, length = [], rng.uniform(*step) / 2, 1, line.length
+
+    def spots(dist):
+        res = []
+        for t in np.clip([s, s + step[0] / 3, s - step[0] / 3], 0, length):
+            a, b = line.interpolate(max(t - 1, 0)), line.interpolate(min(t + 1, length))
+            nx, ny = np.array([a.y - b.y, b.x - a.x]) / math.hypot(b.x - a.x, b.y - a.y)  # left-hand normal
+            c, side = line.interpolate(t), 1 if n % 2 else -1
+            res.append((c.x + side * nx * dist, c.y + side * ny * dist))
+        return res
+
+    while s < length:
+        d = rng.uniform(*offset)
+        out.append((road, str(n), spots(d)))
+        if rng.random() < sub_p:
+            out += [(road, f"{n}-{j}", spots(d + 12 * j)) for j in range(1, int(rng.integers(2, 5)))]
+        s += rng.uniform(*step)
+        n += 1
+    return out
+
+
+def chord(poly_m, rng, max_len, min_len=100.0):
+    """A straight lane across poly_m through a random inner point, at most max_len long (None if it won't fit)."""
+    for _ in range(30):
+        (p,) = sample_in(poly_m, 1, rng)
+        t = rng.uniform(0, np.pi)
+        d = 5000 * np.array([math.cos(t), math.sin(t)])
+        parts = shapely.get_parts(LineString([p - d, p + d]).intersection(poly_m))
+        part = min(parts, key=lambda g: g.distance(Point(p)))
+        if part.length >= min_len:
+            mid = part.project(Point(p))
+            lo = float(np.clip(mid - max_len / 2, 0, max(part.length - max_len, 0)))
+            return substring(part, lo, min(lo + max_len, part.length))
+    return None
+
+
+def build_addresses(units, cells, river, rng):
+    """About 2,500 address points: town roads through the J镇 seat and out to the villages (numbered across
+    village borders), lanes inside every J village (generic names such as 学前弄 recur, so road + number alone
+    can be ambiguous), a few lanes in the other two townships, and landmark names on some of them."""
+    j_units = [u for u in units if u["code"].startswith(J_CODE[:9])]
+    seat = to_m(union([u["geom"] for u in j_units if u["kind"] == "社区"])).centroid
+    sx, sy = seat.x, seat.y
+    t0 = rng.uniform(-0.25, 0.25)
+
+    def straight(cx, cy, angle, length):
+        d = np.array([math.cos(angle), math.sin(angle)]) * length / 2
+        return wiggle(cx - d[0], cy - d[1], cx + d[0], cy + d[1], rng, 0.03)
+
+    def arc(a0, a1, r):
+        a = np.linspace(a0, a1, 60)
+        rr = r * (1 + 0.06 * np.sin(3 * a + 1.0))
+        return LineString(np.column_stack([sx + rr * np.cos(a), sy + rr * np.sin(a)]))
+
+    r_ring = rng.uniform(2100, 2500)
+    off = rng.uniform(200, 400)
+    roads = [("横街", straight(sx, sy, t0, 1000), (8, 14), (8, 14), 0.10),
+             ("文昌街", straight(sx + off * math.cos(t0), sy + off * math.sin(t0), t0 + np.pi / 2, 800),
+              (9, 16), (8, 14), 0.10),
+             ("镇中路", straight(sx, sy, t0 + 0.6, 2400), (18, 35), (12, 25), 0.05)]
+    for k, name in enumerate(["环镇东路", "环镇北路", "环镇西路", "环镇南路"]):  # quarter arcs of a ring road
+        a0 = (2 * k - 1) * np.pi / 4
+        roads.append((name, arc(a0, a0 + np.pi / 2, r_ring), (35, 75), (12, 30), 0.0))
+    # Radial roads from the ring out to a far village, named after it (东岙村 → 东岙路).
+    bearings: list[float] = []
+    for i in rng.permutation(len(j_units)):
+        u = j_units[i]
+        c = to_m(u["geom"]).representative_point()
+        dist, bearing = math.hypot(c.x - sx, c.y - sy), math.atan2(c.y - sy, c.x - sx)
+        name = u["name"].removesuffix("村") + "路"
+        if (u["kind"] != "村" or not 4000 < dist < 9000 or name in VILLAGE_LANES + COMMUNITY_LANES
+                or any(abs((bearing - b + np.pi) % (2 * np.pi) - np.pi) < np.pi / 3 for b in bearings)):
+            continue
+        bearings.append(bearing)
+        start = (sx + r_ring * math.cos(bearing), sy + r_ring * math.sin(bearing))
+        roads.append((name, wiggle(*start, c.x, c.y, rng, 0.04), (40, 90), (12, 30), 0.0))
+        if len(bearings) == 4:
+            break
+    candidates = [(None, a) for road, line, *spec in roads for a in along(line, road, rng, *spec)]
+    # Lanes inside each village: numbers start at 1 in every village.
+    for u in units:
+        in_j = u["code"].startswith(J_CODE[:9])
+        if in_j:
+            k = {"社区": int(rng.integers(2, 4)), "居": 2, "场": 1}.get(u["kind"], int(rng.integers(1, 3)))
+        else:
+            k = 1
+        pool = COMMUNITY_LANES if u["kind"] in DENSE else VILLAGE_LANES
+        main = max(shapely.get_parts(u["geom"]), key=lambda g: g.area)
+        inner = to_m(main).buffer(-40)
+        if inner.is_empty:
+            inner = to_m(main).buffer(-15)
+        for name in rng.choice(pool, k, replace=False):
+            dense = u["kind"] in DENSE
+            lane = chord(inner, rng, (400 if dense else 350) if in_j else 200)
+            if lane is not None:
+                spec = ((12, 24), (6, 14), 0.10) if dense else ((18, 40), (6, 14), 0.05)
+                candidates += [(u["code"], a) for a in along(lane, str(name), rng, *spec)]
+    # Keep the points that fall well inside one cell (of the lane's village), off the river, not on top of another.
+    tree = shapely.STRtree([c["geom"] for c in cells])
+    seen, bases, rows = set(), set(), []
+
+    def fits(xy):
+        p = to_deg(Point(xy))
+        p = Point(round(p.x, 7), round(p.y, 7))
+        hits = [cells[i] for i in tree.query(p, predicate="within") if cells[i]["geom"].contains_properly(p)]
+        ok = len(hits) == 1 and hits[0]["geom"].boundary.distance(p) >= 3e-5 and river.distance(p) >= 2e-4
+        return (p, hits[0]) if ok else None
+
+    for village, (road, number, spots) in candidates:
+        found = next((f for f in map(fits, spots) if f is not None), None)
+        if found is None:
+            continue
+        p, hit = found
+        code = hit["village_code"]
+        if (p.x, p.y) in seen or code != (village or code) or (village is None and not code.startswith(J_CODE[:9])):
+            continue  # a lane's house in its own village; a town road's only inside J镇
+        base = (code, road, number.split("-")[0])
+        if "-" in number and base not in bases:
+            continue  # no 12-1 without 12
+        seen.add((p.x, p.y))
+        bases.add(base)
+        rows.append({"village_code": code, "road": road, "number": number, "name": None, "geom": p})
+
+    # Landmarks on plain (non-sub) numbers: a few in the seat streets, one or two per village.
+    def plain(rs):
+        return [r for r in rs if "-" not in r["number"] and r["name"] is None]
+
+    for road, names in TOWN_LANDMARKS.items():
+        on = plain(r for r in rows if r["road"] == road)
+        for name, i in zip(names, rng.choice(len(on), len(names), replace=False), strict=True):
+            on[i]["name"] = name
+    for u in units:
+        mine = plain(r for r in rows if r["village_code"] == u["code"])
+        names = VILLAGE_LANDMARKS[u["kind"]][:2 if u["code"].startswith(J_CODE[:9]) else 1]
+        for name, i in zip(names, rng.choice(len(mine), len(names), replace=False), strict=True):
+            mine[i]["name"] = u["name"] + name
+    rows.sort(key=lambda r: (r["village_code"], r["road"], [int(x) for x in r["number"].split("-")]))
+    for i, r in enumerate(rows, 1):
+        r["id"] = f"A{i:05d}"
+    return rows
+
+
 # ---------------------------------------------------------------- output
 def geojson_geom(g):
     def ring(r):
@@ -395,6 +556,9 @@ def generate(out: Path):
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["id", "name", "phone", "role", "cell_code", "village_code"])
         w.writerows(workers)
+    # Addresses come last, from their own random stream: the layers above do not change.
+    addresses = build_addresses(units, cells, river, np.random.default_rng([SEED, ADDRESS_STREAM]))
+    write_layer(out / "addresses.geojson", "addresses", addresses, ["id", "village_code", "road", "number", "name"])
 
 
 # ---------------------------------------------------------------- self-check (--check)
@@ -417,7 +581,8 @@ def check(out: Path):
             it["m"] = shapely.transform(it["geom"], lambda c: np.column_stack(tr.transform(c[:, 0], c[:, 1])))
         return items
 
-    jur, cells, devices, water = (load(n + ".geojson") for n in ("jurisdictions", "cells", "devices", "water"))
+    jur, cells, devices, water, addresses = (load(n + ".geojson")
+                                             for n in ("jurisdictions", "cells", "devices", "water", "addresses"))
     with open(out / "workers.csv", encoding="utf-8", newline="") as f:
         workers = list(csv.DictReader(f))
     by_code = {j["code"]: j for j in jur}
@@ -471,6 +636,11 @@ def check(out: Path):
     width = 2 * river["m"].area / river["m"].length
     assert river["geom"].geom_type == "Polygon" and river["kind"] == "river" and 40 <= width <= 80, width
     assert all(river["m"].distance(d["m"]) < 50 for d in devices if d["subtype"] == "water_level")
+    roads = check_addresses(addresses, by_code, cells, tree)
+    readme = (Path(__file__).resolve().parent / "README.md").read_text(encoding="utf-8")
+    layers = [f"{n}.geojson" for n in ("jurisdictions", "cells", "devices", "water", "addresses")] + ["workers.csv"]
+    missing = [name for name in layers if f"| `{name}` |" not in readme]
+    assert not missing, f"README.md does not list {missing}"
     for j in [by_code[DISTRICT[0]], *children[DISTRICT[0]]]:
         vs = villages if j["level"] == "district" else children[j["code"]]
         print(f"{j['code']} {j['name']}: {j['m'].area / 1e6:.1f} km², {len(vs)} villages, "
@@ -481,7 +651,41 @@ def check(out: Path):
           f"workers: {len(workers)}; river ≈ {width:.0f} m wide, {river['m'].area / 1e6:.3f} km²")
     print("two-part village:", *(f"{v['code']} {v['name']} ({len(v['geom'].geoms)} parts)" for v in two_part))
     print("enclave:", *(f"{v['code']} {v['name']} inside {h['code']} {h['name']}" for v, h in enclaves))
+    n_villages = len({a["village_code"] for a in addresses})
+    print(f"addresses: {len(addresses)} on {len(roads)} roads in {n_villages} villages,",
+          f"{sum(a['name'] is not None for a in addresses)} landmarks,",
+          f"{sum(len(vs) > 1 for vs in roads.values())} roads named in several villages")
     print("check: OK")
+
+
+def check_addresses(addresses, by_code, cells, tree):
+    """Each address strictly inside its village and one of its cells; ids, (village, road, number) and landmark
+    names unique; numbers canonical (12 or 12-3, no 12-3 without 12); the seat streets and shared names exist."""
+    assert 1500 <= len(addresses) <= 3000, len(addresses)
+    assert all(re.fullmatch(r"A\d{5}", a["id"]) for a in addresses) and len({a["id"] for a in addresses}) == len(
+        addresses), "address ids"
+    keys = {(a["village_code"], a["road"], a["number"]) for a in addresses}
+    assert len(keys) == len(addresses), "duplicate (village, road, number)"
+    assert all(re.fullmatch(r"[1-9]\d*(-[1-9]\d*)?", a["number"]) for a in addresses), "number not canonical"
+    assert all((a["village_code"], a["road"], a["number"].split("-")[0]) in keys for a in addresses), "12-1 without 12"
+    names = [a["name"] for a in addresses if a["name"] is not None]
+    assert len(set(names)) == len(names), "landmark names not unique"
+    for a in addresses:
+        village = by_code[a["village_code"]]
+        assert village["level"] == "village" and village["geom"].contains_properly(a["geom"]), a["id"]
+        hits = [i for i in tree.query(a["geom"]) if cells[i]["geom"].contains_properly(a["geom"])]
+        assert len(hits) == 1 and cells[hits[0]]["village_code"] == a["village_code"], a["id"]
+    roads: dict[str, set] = {}
+    for a in addresses:
+        roads.setdefault(a["road"], set()).add(a["village_code"])
+    assert {"横街", "文昌街"} <= roads.keys(), "the seat's shop streets 横街 and 文昌街 are missing"
+    assert max(len(v) for v in roads.values()) >= 3, "no road crosses several villages"
+    pairs: dict[tuple, set] = {}
+    for v, road, number in keys:
+        pairs.setdefault((road, number), set()).add(v)
+    assert any(len(v) > 1 for v in pairs.values()), "no road + number shared by two villages"
+    assert any(not a["village_code"].startswith(J_CODE[:9]) for a in addresses), "no addresses outside J镇"
+    return roads
 
 
 def main():

@@ -1,0 +1,151 @@
+"""/api/v1/events: intake from every channel, the case list and timeline, and actions on cases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.auth import ActorDep, PrincipalDep
+from gis import cases
+from gis.intake import SOURCES, Report
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+MAX_BATCH = 10_000
+REPORTING_ROLES = ("grid_worker", "grid_leader", "command_centre", "admin")
+PHOTO_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+
+
+class Reporter(BaseModel):
+    name: str | None = Field(None, max_length=64)
+    phone: str | None = Field(None, pattern=r"^\+?[0-9\- ]{5,20}$")
+
+
+class EventIn(BaseModel):
+    source: Literal["grid_worker", "sensor", "camera", "hotline", "assigned", "citizen"]
+    category: str | None = Field(None, description="taxonomy code; devices may omit it (their subtype decides)")
+    lon: float | None = None
+    lat: float | None = None
+    crs: str = "EPSG:4326"
+    device_id: str | None = None
+    address: str | None = Field(None, max_length=200)
+    village_code: str | None = Field(None, pattern=r"^[0-9]{12}$")
+    occurred_at: dt.datetime | None = None
+    description: str | None = Field(None, max_length=4000)
+    reporter: Reporter | None = None
+    external_id: str | None = Field(None, max_length=128)
+    grade: int | None = Field(None, ge=1, le=3)
+    photos: list[str] = Field(default_factory=list, max_length=10, description="photo URLs")
+
+    def report(self, idempotency_key: str | None = None) -> Report:
+        return Report(
+            source=self.source, category=self.category, lon=self.lon, lat=self.lat, crs=self.crs,
+            device_id=self.device_id, address=self.address, village_code=self.village_code,
+            occurred_at=self.occurred_at, description=self.description,
+            reporter_name=self.reporter.name if self.reporter else None,
+            reporter_phone=self.reporter.phone if self.reporter else None,
+            external_id=self.external_id, idempotency_key=idempotency_key, grade=self.grade, photos=self.photos)
+
+
+class BatchIn(BaseModel):
+    events: list[EventIn] = Field(max_length=MAX_BATCH)
+
+
+class ActionIn(BaseModel):
+    note: str | None = Field(None, max_length=4000)
+    reason: str | None = Field(None, max_length=1000)
+    reason_code: str | None = None
+    unit: str | None = Field(None, description="dispatch: the lead unit")
+    assisting: list[str] = Field(default_factory=list, description="dispatch: assisting units (joint handling)")
+    result: str | None = Field(None, max_length=4000, description="feedback: what was done")
+    photos: list[str] = Field(default_factory=list, max_length=10)
+    lon: float | None = None
+    lat: float | None = None
+    crs: str | None = None
+
+
+def _check_may_report(p: Any, e: EventIn) -> None:
+    if p.device_id is not None:
+        if e.source not in ("sensor", "camera"):
+            raise HTTPException(403, "a device key may only post sensor or camera events")
+        if e.device_id not in (None, p.device_id):
+            raise HTTPException(403, f"this key belongs to device {p.device_id}, not {e.device_id}")
+        e.device_id = p.device_id
+    elif p.actor.role not in REPORTING_ROLES:
+        raise HTTPException(403, f"a {p.actor.role} account cannot report events")
+
+
+@router.post("", status_code=201, responses={200: {"description": "duplicate (idempotent retry) or merged"}})
+def post_event(request: Request, body: EventIn, p: PrincipalDep,
+               idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> Any:
+    """Report one event from any channel; located, routed, merged into an open case or opened as a new one."""
+    _check_may_report(p, body)
+    result = request.app.state.intake.ingest([body.report(idempotency_key)])[0]
+    return JSONResponse(result, status_code=201 if result["outcome"] == "created" else 200)
+
+
+@router.post("/batch")
+def post_batch(request: Request, body: BatchIn, p: PrincipalDep) -> Any:
+    """Up to 10,000 events in one transaction: all stored, or none (422 naming each bad item)."""
+    for e in body.events:
+        _check_may_report(p, e)
+    return JSONResponse({"results": request.app.state.intake.ingest([e.report() for e in body.events])})
+
+
+@router.get("")
+def list_events(
+    request: Request, actor: ActorDep,
+    status: str | None = None, village: str | None = None, platform: str | None = None,
+    overdue: bool | None = None, date_from: Annotated[dt.datetime | None, Query(alias="from")] = None,
+    date_to: Annotated[dt.datetime | None, Query(alias="to")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    """Cases in your scope, newest first, paged."""
+    return JSONResponse(cases.list_events(request.app.state.engine, actor, status, village, platform, overdue,
+                                          date_from, date_to, limit, offset))
+
+
+@router.get("/{event_id}")
+def get_event(request: Request, event_id: int, actor: ActorDep) -> Any:
+    """One case with its full timeline (404 outside your scope)."""
+    return JSONResponse(cases.get_event(request.app.state.engine, event_id, actor))
+
+
+@router.post("/{event_id}/actions/{action}")
+def act(request: Request, event_id: int, action: str, body: ActionIn, actor: ActorDep) -> Any:
+    """Move a case through the loop. Wrong state or role → 409 with the allowed actions; nothing changes."""
+    payload = body.model_dump(exclude_none=True)
+    return JSONResponse(request.app.state.cases.act(event_id, action, actor, payload))
+
+
+@router.post("/{event_id}/photos", status_code=201)
+async def upload_photo(request: Request, event_id: int, file: UploadFile, actor: ActorDep) -> Any:
+    """Attach a photo (JPEG, PNG or WebP, at most 10 MB) to a case in your scope."""
+    if file.content_type not in PHOTO_TYPES:
+        raise HTTPException(415, f"photos must be {', '.join(PHOTO_TYPES)}; got {file.content_type}")
+    data = await file.read(MAX_PHOTO_BYTES + 1)
+    if len(data) > MAX_PHOTO_BYTES:
+        raise HTTPException(413, "a photo may be at most 10 MB")
+    cases.get_event(request.app.state.engine, event_id, actor)  # 404 outside the scope
+    digest = hashlib.sha256(data).hexdigest()
+    folder: Path = request.app.state.upload_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}{PHOTO_TYPES[file.content_type]}"
+    path.write_bytes(data)
+    from sqlalchemy import text
+
+    with request.app.state.engine.begin() as conn:
+        att = conn.execute(text("""INSERT INTO attachments (event_id, path, content_type, size, sha256, created_at)
+                                   VALUES (:e, :p, :t, :s, :h, now()) RETURNING id"""),
+                           {"e": event_id, "p": str(path), "t": file.content_type, "s": len(data), "h": digest}
+                           ).scalar_one()
+    return {"id": att, "sha256": digest, "size": len(data), "content_type": file.content_type}
+
+
+assert set(SOURCES) == set(EventIn.model_fields["source"].annotation.__args__)  # type: ignore[union-attr]

@@ -1,0 +1,27 @@
+"""The append-only case log (the database refuses UPDATE and DELETE on it) and the change feed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+CHANNEL = "wangge_events"
+
+
+def append(conn: Connection, event_id: int, at: dt.datetime, actor: str, role: str, action: str,
+           from_status: str | None, to_status: str, note: str | None, data: dict[str, Any] | None = None) -> None:
+    conn.execute(
+        text("""INSERT INTO event_log (event_id, at, actor, role, action, from_status, to_status, note, data)
+                VALUES (:e, :at, :actor, :role, :action, :frm, :to, :note, CAST(:data AS jsonb))"""),
+        {"e": event_id, "at": at, "actor": actor, "role": role, "action": action, "frm": from_status,
+         "to": to_status, "note": note, "data": json.dumps(data or {}, ensure_ascii=False, default=str)},
+    )
+
+
+def notify(conn: Connection, ids: list[int]) -> None:
+    """Tell listeners (the change feed) which events changed; delivered when the transaction commits."""
+    if ids:
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": json.dumps({"ids": sorted(set(ids))[:500]})})

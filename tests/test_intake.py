@@ -1,0 +1,129 @@
+"""Intake rules: idempotency under concurrent retries, alarm-storm merging across channels, batches, masking."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from gis import db
+from gis.intake import TZ, Report
+from tests.conftest import create_database
+from tests.loop_helpers import World, build_world
+
+
+@pytest.fixture(scope="module")
+def world(server_url: str, template_db: str) -> Iterator[World]:
+    url = create_database(server_url, "wangge_test_intake", template=template_db)
+    with TestClient(create_app(url)) as client:
+        yield build_world(client, url)
+    db.engine_for(url).dispose()
+
+
+def _count(w: World, sql: str, **params: object) -> int:
+    with db.engine_for(w.url).connect() as conn:
+        return int(conn.execute(text(sql), params).scalar_one())
+
+
+def test_twenty_concurrent_retries_make_one_event(world: World) -> None:
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    report = Report(source="hotline", category="noise", lon=world.point[0], lat=world.point[1],
+                    external_id="12345-2026-000777")
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: intake.ingest([report])[0], range(20)))
+    assert len({r["id"] for r in results}) == 1
+    assert sorted(r["outcome"] for r in results).count("created") == 1
+    assert _count(world, "SELECT count(*) FROM events WHERE external_id = '12345-2026-000777'") == 1
+    again = world.post("centre", {"source": "hotline", "category": "noise", "lon": world.point[0],
+                                  "lat": world.point[1], "external_id": "12345-2026-000777"})
+    assert again.status_code == 200 and again.json()["id"] == results[0]["id"]
+    # The same external id from another source is another report.
+    other = world.post("centre", {"source": "citizen", "category": "noise", "lon": world.other_point[0],
+                                  "lat": world.other_point[1], "external_id": "12345-2026-000777"})
+    assert other.status_code == 201 and other.json()["id"] != results[0]["id"]
+
+
+def test_idempotency_key_header(world: World) -> None:
+    body = {"source": "grid_worker", "category": "street_lighting", "lon": world.other_point[0],
+            "lat": world.other_point[1]}
+    first = world.post("worker", body, headers={"Idempotency-Key": "phone-app-42"})
+    second = world.post("worker", body, headers={"Idempotency-Key": "phone-app-42"})
+    assert first.status_code == 201 and second.status_code == 200
+    assert first.json()["id"] == second.json()["id"] and second.json()["outcome"] == "duplicate"
+
+
+def test_alarm_storm_and_cross_channel_reports_merge_into_one_case(world: World) -> None:
+    engine = db.engine_for(world.url)
+    with engine.connect() as conn:
+        lon, lat = conn.execute(text("SELECT ST_X(geom), ST_Y(geom) FROM devices WHERE id = 'D0005'")).one()
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2026, 11, 20, 21, 0, tzinfo=TZ)
+    first = intake.ingest([Report(source="sensor", device_id="D0005", occurred_at=t0)])[0]
+    assert first["outcome"] == "created"
+    storm = intake.ingest([Report(source="sensor", device_id="D0005", occurred_at=t0 + dt.timedelta(minutes=m))
+                           for m in range(1, 6)])
+    assert {r["id"] for r in storm} == {first["id"]} and {r["outcome"] for r in storm} == {"merged"}
+    # A grid worker's report of the same thing 20 m away and 10 minutes later joins the case too.
+    near = intake.ingest([Report(source="grid_worker", category=first_category(world, first["id"]),
+                                 lon=lon + 0.0002, lat=lat, occurred_at=t0 + dt.timedelta(minutes=10))])[0]
+    assert near["id"] == first["id"] and near["reports"] == 7
+    # 200 m away, or an hour later, is another case.
+    far = intake.ingest([Report(source="grid_worker", category=first_category(world, first["id"]),
+                                lon=lon + 0.002, lat=lat, occurred_at=t0 + dt.timedelta(minutes=12))])[0]
+    late = intake.ingest([Report(source="citizen", category=first_category(world, first["id"]),
+                                 lon=lon, lat=lat + 0.0001, occurred_at=t0 + dt.timedelta(minutes=75))])[0]
+    assert far["outcome"] == "created" and late["outcome"] == "created"
+    timeline = world.get("centre", first["id"]).json()["timeline"]
+    assert [e["action"] for e in timeline].count("merge") == 6
+
+
+def first_category(w: World, event_id: int) -> str:
+    return str(w.get("centre", event_id).json()["category"])
+
+
+def test_batch_is_all_or_nothing_with_per_item_results(world: World) -> None:
+    before = _count(world, "SELECT count(*) FROM events")
+    good = {"source": "hotline", "category": "road_damage", "lon": world.point[0], "lat": world.point[1]}
+    bad = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": [
+        good, {**good, "category": "no_such_thing"}, {**good, "lon": None}]})
+    assert bad.status_code == 422
+    assert _count(world, "SELECT count(*) FROM events") == before
+    ok = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": [
+        {**good, "external_id": f"b-{i}", "lon": world.point[0] + i * 0.003} for i in range(5)]})
+    assert ok.status_code == 200
+    results = ok.json()["results"]
+    assert len(results) == 5 and all(r["id"] for r in results)
+    items = bad.json()["errors"]
+    assert [e["index"] for e in items] == [1, 2]
+    assert "no_such_thing" in items[0]["message"] and "lon and lat" in items[1]["message"]
+    pigeon = world.client.post("/api/v1/events/batch", headers=world.h("centre"),
+                               json={"events": [good, {**good, "source": "pigeon"}]})
+    assert pigeon.status_code == 422 and "source" in pigeon.text
+
+
+def test_batch_refuses_more_than_10000(world: World) -> None:
+    good = {"source": "hotline", "category": "road_damage", "lon": world.point[0], "lat": world.point[1]}
+    r = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": [good] * 10_001})
+    assert r.status_code == 422
+
+
+def test_reporter_phone_is_masked_except_for_the_centre(world: World) -> None:
+    e = world.post("centre", {"source": "hotline", "category": "neighbour_dispute", "lon": world.point[0],
+                              "lat": world.point[1], "reporter": {"name": "李秀英", "phone": "13912345678"}}).json()
+    assert world.get("centre", e["id"]).json()["reporter_phone"] == "13912345678"
+    for who in ("leader", "village_leader", "worker"):
+        got = world.get(who, e["id"]).json()
+        assert got["reporter_phone"] == "139****5678" and got["reporter_name"] == "李**", who
+
+
+def test_read_only_and_unknown_roles_cannot_report(world: World) -> None:
+    body = {"source": "hotline", "category": "noise", "lon": world.point[0], "lat": world.point[1]}
+    assert world.post("leader", body).status_code == 403
+    assert world.post("planner", body).status_code == 403
+    assert world.client.post("/api/v1/events", json=body).status_code == 401
+    assert world.client.post("/api/v1/events", json=body, headers={"X-Device-Key": "nope"}).status_code == 401
