@@ -152,6 +152,56 @@ def locate(
     out.print_json(json.dumps(result, ensure_ascii=False))
 
 
+user_app = typer.Typer(no_args_is_help=True, help="Accounts: roles and jurisdiction scopes.")
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="user name (login)")],
+    role: Annotated[str, typer.Option(help="grid_worker, grid_leader, unit_handler, command_centre, leader, "
+                                           "planner or admin")],
+    scope: Annotated[str, typer.Option(help="code of the cell, village, township or district the account covers")],
+    password: Annotated[str | None, typer.Option(help="asked for when absent and stdin is a terminal")] = None,
+    unit: Annotated[str | None, typer.Option(help="handling unit code (unit_handler accounts)")] = None,
+    display_name: Annotated[str | None, typer.Option(help="name shown in timelines")] = None,
+) -> None:
+    """Create an account (password hashed with argon2)."""
+    from gis.accounts import create_user
+    from gis.taxonomy import load_taxonomy
+
+    if password is None:
+        if not sys.stdin.isatty():
+            raise WanggeError("--password is required when stdin is not a terminal")
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    actor = create_user(_engine(), name, password, role, scope, unit_code=unit, display_name=display_name,
+                        known_units=set(load_taxonomy().units))
+    out.print(f"created {actor.username} ({actor.role}, scope {actor.scope_code})")
+
+
+@app.command("device-key")
+def device_key(device_id: Annotated[str, typer.Argument(help="device id, e.g. D0001")]) -> None:
+    """Issue an API key with which one sensor or camera posts its own alarms (shown once)."""
+    from gis.accounts import create_device_key
+
+    out.print(create_device_key(_engine(), device_id))
+
+
+@app.command()
+def supervise() -> None:
+    """Run one supervision sweep now: mark overdue and due-soon cases, notify units, escalate by rule."""
+    from gis.cases import Cases
+    from gis.locate import Locator
+    from gis.supervision import sweep
+    from gis.taxonomy import load_taxonomy
+    from gis.workcalendar import load_calendar
+
+    engine = _engine()
+    cases = Cases(engine, load_taxonomy(), load_calendar(), Locator(engine))
+    r = sweep(engine, cases)
+    out.print(f"overdue {r.overdue}, due soon {r.due_soon}, escalated {r.escalated}")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="address to bind; default 127.0.0.1")] = None,
@@ -174,8 +224,16 @@ def demo(
     host: Annotated[str | None, typer.Option(help="address to bind; default 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="port; default 8000")] = None,
 ) -> None:
-    """The main job: start the embedded PostGIS, load the demo township (first time), serve."""
+    """The main job: start the embedded PostGIS, load the demo township (first time), create the demo
+    accounts (first time), serve."""
+    from gis.demo import ensure_demo_accounts
+    from gis.taxonomy import load_taxonomy
+
     load(DEMO, valid_from="2017-01-01", if_empty=True)
+    path, password, created = ensure_demo_accounts(_engine(), DatabaseSettings().data_dir.absolute(),
+                                                   set(load_taxonomy().units))
+    out.print(f"demo accounts (admin, centre, leader, …) password: {password}" + ("" if created else
+              f" (from {path})"))
     serve(host, port)
 
 

@@ -39,6 +39,7 @@ class TaxonomySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WANGGE_", env_file=".env", extra="ignore")
     taxonomy_dir: Path | None = None
+    platform_set: str | None = None  # WANGGE_PLATFORM_SET switches between "original" and "2022"
 
 
 def taxonomy_dir() -> Path:
@@ -272,4 +273,9 @@ def load_taxonomy(folder: Path | None = None) -> Taxonomy:
     devices: dict[str, str] = {}
     for c in categories.values():
         _check_category(cats_path, c, units, sets, devices)
+    override = TaxonomySettings().platform_set
+    if override is not None:
+        if override not in sets:
+            raise ConfigurationError(f"WANGGE_PLATFORM_SET={override!r}: use one of {', '.join(sets)}")
+        active = override
     return Taxonomy(sets, active, units, categories)
