@@ -51,8 +51,10 @@ def scope_sql(actor: Actor) -> tuple[str, dict[str, Any]]:
         clause = f"({clause} OR e.worker_id = :worker)"
         params["worker"] = actor.worker_id
     if actor.role == "unit_handler":
-        clause += (" AND (e.unit_code = :unit OR EXISTS (SELECT 1 FROM subtasks s WHERE s.event_id = e.id"
-                   " AND s.unit_code = :unit))")
+        # Cases handed to the unit: dispatched (a sub-task, lead or assisting, kept as history) or escalated to it.
+        # The unit intake proposes for a case nobody has dispatched yet is only a suggestion, not the unit's case.
+        clause += (" AND ((e.unit_code = :unit AND e.escalations > 0) OR EXISTS (SELECT 1 FROM subtasks s"
+                   " WHERE s.event_id = e.id AND s.unit_code = :unit))")
         params["unit"] = actor.unit_code
     return clause, params
 

@@ -173,6 +173,7 @@ class Cluster:
             "work_mem": "'32MB'",
             "maintenance_work_mem": "'256MB'",
             "logging_collector": "off",
+            "jit": "off",  # short OLTP-like queries: compiling costs more than it saves
         }
         if self.fast:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

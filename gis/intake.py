@@ -14,9 +14,9 @@ a batch of 10,000 costs a handful of round trips, not 10,000.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
+import zlib
 import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,8 +96,8 @@ def _ref(d: dict[str, Any] | None, key: str) -> dict[str, str] | None:
 
 
 def _bucket(*parts: object) -> int:
-    digest = hashlib.sha1("\0".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") % _BUCKETS
+    """A lock bucket for a key; stable across processes (unlike hash())."""
+    return zlib.crc32("\0".join(map(str, parts)).encode()) % _BUCKETS
 
 
 class Intake:
@@ -309,7 +309,8 @@ class _Batch:
         merges: dict[int, list[tuple[Report, Located, dt.datetime]]] = {}
         seen_keys: dict[tuple[str, str], dict[str, Any]] = {}
         for k, (r, loc, t) in enumerate(zip(reports, located, occurred, strict=True)):
-            key = next(((r.source, x) for x in (r.external_id, r.idempotency_key) if x), None)
+            given = r.external_id or r.idempotency_key
+            key = (r.source, given) if given else None
             if key is not None and key in seen_keys:
                 results.append({**seen_keys[key], "outcome": "duplicate"})
                 continue
@@ -347,16 +348,22 @@ class _Batch:
 
     def _lock_neighbourhoods(self, reports: list[Report], mergeable: list[int], mx: list[float],
                              my: list[float]) -> None:
-        size = 4 * self.i.settings.merge_distance_m  # a report may join cases in its tile or the adjacent ones
-        keys = set()
+        """Two reports that could join each other (same category, within the merge distance) share a lock:
+        each locks every tile its distance square touches, and that square holds the other's tile."""
+        d = self.i.settings.merge_distance_m
+        size = 4 * d
+        tiles: set[tuple[str, int, int]] = set()
+        keys: set[int] = set()
         for k in mergeable:
             r = reports[k]
+            cat = str(r.category)
             if r.device_id:
-                keys.add(_bucket("device", r.category, r.device_id))
-            bx, by = math.floor(mx[k] / size), math.floor(my[k] / size)
-            for i in (bx - 1, bx, bx + 1):
-                for j in (by - 1, by, by + 1):
-                    keys.add(_bucket(r.category, i, j))
+                keys.add(_bucket("device", cat, r.device_id))
+            x, y = mx[k], my[k]
+            for i in range(math.floor((x - d) / size), math.floor((x + d) / size) + 1):
+                for j in range(math.floor((y - d) / size), math.floor((y + d) / size) + 1):
+                    tiles.add((cat, i, j))
+        keys |= {_bucket(*t) for t in tiles}
         Intake._lock(self.conn, _MERGE_LOCKS, sorted(keys))
 
     def _candidates(self, reports: list[Report], mergeable: list[int], located: list[Located],
@@ -364,20 +371,29 @@ class _Batch:
         index = MergeIndex(self.i.settings.merge_distance_m, self.window)
         if not mergeable:
             return index
-        lons = [float(located[k].lon or 0.0) for k in mergeable]
-        lats = [float(located[k].lat or 0.0) for k in mergeable]
-        pad = self.i.settings.merge_distance_m / 80_000.0  # degrees that surely cover the distance here
+        # Open cases near each report in space and time, plus open cases of the reporting devices.
+        # One index probe per report, whatever the (possibly stale) statistics say about the events table.
+        self.conn.execute(text("SET LOCAL enable_seqscan = off"))
+        cols = "e.id, e.category, e.device_id, ST_X(e.geom), ST_Y(e.geom), e.last_report_at, e.status, e.report_count"
         rows = self.conn.execute(text(f"""
-            SELECT id, category, device_id, ST_X(geom), ST_Y(geom), last_report_at, status, report_count
-            FROM events WHERE status IN {OPEN} AND geom IS NOT NULL AND category = ANY(:cats) AND (
-                device_id = ANY(:devices) OR (
-                    geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4490) AND last_report_at BETWEEN :t0 AND :t1))
-            ORDER BY id"""), {
+            SELECT e.* FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[]), CAST(:c AS text[]),
+                                   CAST(:t AS timestamptz[])) AS p(x, y, c, t)
+            CROSS JOIN LATERAL (
+                SELECT {cols} FROM events e
+                WHERE e.geom && ST_Expand(ST_SetSRID(ST_MakePoint(p.x, p.y), 4490), :pad)
+                  AND e.category = p.c AND e.last_report_at BETWEEN p.t - :w AND p.t + :w
+                  AND e.status IN {OPEN}) e
+            UNION
+            SELECT {cols} FROM events e
+            WHERE e.device_id = ANY(:devices) AND e.category = ANY(:cats) AND e.status IN {OPEN}
+              AND e.geom IS NOT NULL
+            ORDER BY 1"""), {
             "cats": sorted({str(reports[k].category) for k in mergeable}),
             "devices": sorted({str(reports[k].device_id) for k in mergeable if reports[k].device_id}),
-            "x0": min(lons) - pad, "y0": min(lats) - pad, "x1": max(lons) + pad, "y1": max(lats) + pad,
-            "t0": min(occurred[k] for k in mergeable) - self.window,
-            "t1": max(occurred[k] for k in mergeable) + self.window}).all()
+            "x": [located[k].lon for k in mergeable], "y": [located[k].lat for k in mergeable],
+            "c": [reports[k].category for k in mergeable], "t": [occurred[k] for k in mergeable],
+            "pad": self.i.settings.merge_distance_m / 80_000.0,  # degrees that surely cover the distance here
+            "w": self.window}).all()
         if rows:
             x, y = transformer(4490, self.epsg).transform([r[3] for r in rows], [r[4] for r in rows])
             for r, cx, cy in zip(rows, x, y, strict=True):

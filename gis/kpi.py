@@ -26,32 +26,48 @@ def kpis(engine: Engine, actor: Actor, date_from: dt.datetime, date_to: dt.datet
     if by not in GROUPS:
         raise ValueError(f"by must be one of {', '.join(GROUPS)}")
     clause, params = scope_sql(actor)
-    key = GROUPS[by]
-    name = {"village": "(SELECT name FROM jurisdictions WHERE code = e.village_code)",
-            "township": "(SELECT name FROM jurisdictions WHERE code = e.township_code)",
+    if by == "unit":
+        # The unit that holds the case once it was handed over (dispatched or escalated to it); a case nobody has
+        # dispatched yet is nobody's (key NULL). A unit that returned a case keeps that return in its own row
+        # (dispatched and returned), not in the row of the unit that got the case next.
+        holders = """
+            SELECT CASE WHEN e.escalations > 0 OR EXISTS (SELECT 1 FROM subtasks s WHERE s.event_id = e.id
+                        AND s.role = 'lead' AND s.unit_code = e.unit_code) THEN e.unit_code END AS key,
+                   true AS holder,
+                   EXISTS (SELECT 1 FROM event_log l WHERE l.event_id = e.id AND l.action = 'return'
+                           AND l.data->>'unit' = e.unit_code) AS returned
+            UNION ALL
+            SELECT DISTINCT l.data->>'unit', false, true FROM event_log l WHERE l.event_id = e.id
+                AND l.action = 'return' AND l.data->>'unit' IS DISTINCT FROM e.unit_code"""
+    else:
+        holders = f"SELECT {GROUPS[by]} AS key, true AS holder, e.returns > 0 AS returned"
+    name = {"village": "max((SELECT name FROM jurisdictions WHERE code = e.village_code))",
+            "township": "max((SELECT name FROM jurisdictions WHERE code = e.township_code))",
             "worker": "max(e.worker_name)"}.get(by, "NULL")
-    if by in ("village", "township"):
-        name = f"max({name})"
     sql = f"""
-        SELECT {key} AS key, {name} AS name,
-            count(*) AS received,
-            count(*) FILTER (WHERE e.status NOT IN ('needs_location', 'reported', 'rejected')) AS accepted,
-            count(*) FILTER (WHERE e.status = 'closed') AS closed,
-            count(*) FILTER (WHERE e.status = 'closed' AND e.closed_at <= e.deadline) AS closed_on_time,
-            avg(extract(epoch FROM e.closed_at - e.received_at) / 3600) FILTER (WHERE e.status = 'closed') AS avg_h,
+        SELECT k.key, {name} AS name,
+            count(*) FILTER (WHERE k.holder) AS received,
+            count(*) FILTER (WHERE k.holder AND e.status NOT IN ('needs_location', 'reported', 'rejected'))
+                AS accepted,
+            count(*) FILTER (WHERE k.holder AND e.status = 'closed') AS closed,
+            count(*) FILTER (WHERE k.holder AND e.status = 'closed' AND e.closed_at <= e.deadline) AS closed_on_time,
+            avg(extract(epoch FROM e.closed_at - e.received_at) / 3600)
+                FILTER (WHERE k.holder AND e.status = 'closed') AS avg_h,
             percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM e.closed_at - e.received_at) / 3600)
-                FILTER (WHERE e.status = 'closed') AS p90_h,
-            count(*) FILTER (WHERE e.overdue OR (e.status NOT IN ('closed', 'rejected') AND e.deadline < :now)
-                             OR (e.status = 'closed' AND e.closed_at > e.deadline)) AS overdue,
-            count(*) FILTER (WHERE e.reworks > 0) AS reworked,
-            count(*) FILTER (WHERE e.returns > 0) AS returned,
-            count(*) FILTER (WHERE e.status IN ('dispatched', 'in_progress', 'feedback', 'review', 'closed')
-                             OR e.returns > 0) AS dispatched,
-            count(*) FILTER (WHERE e.escalations > 0) AS escalated,
-            coalesce(sum(e.report_count - 1), 0) AS merged
-        FROM events e
+                FILTER (WHERE k.holder AND e.status = 'closed') AS p90_h,
+            count(*) FILTER (WHERE k.holder AND (e.overdue
+                             OR (e.status NOT IN ('closed', 'rejected') AND e.deadline < :now)
+                             OR (e.status = 'closed' AND e.closed_at > e.deadline))) AS overdue,
+            count(*) FILTER (WHERE k.holder AND e.reworks > 0) AS reworked,
+            count(*) FILTER (WHERE k.returned) AS returned,
+            count(*) FILTER (WHERE NOT k.holder OR e.returns > 0
+                             OR e.status IN ('dispatched', 'in_progress', 'feedback', 'review', 'closed'))
+                AS dispatched,
+            count(*) FILTER (WHERE k.holder AND e.escalations > 0) AS escalated,
+            coalesce(sum(e.report_count - 1) FILTER (WHERE k.holder), 0) AS merged
+        FROM events e CROSS JOIN LATERAL ({holders}) k
         WHERE e.received_at >= :dfrom AND e.received_at < :dto AND {clause}
-        GROUP BY {key} ORDER BY {key} NULLS LAST"""
+        GROUP BY k.key ORDER BY k.key NULLS LAST"""
     with engine.connect() as conn:
         rows = conn.execute(text(sql), {**params, "dfrom": date_from, "dto": date_to,
                                         "now": now or dt.datetime.now(dt.UTC)}).all()
@@ -66,7 +82,7 @@ def kpis(engine: Engine, actor: Actor, date_from: dt.datetime, date_to: dt.datet
             "closure_rate": ratio(r.closed, r.accepted), "on_time_rate": ratio(r.closed_on_time, r.closed),
             "avg_hours": None if r.avg_h is None else round(float(r.avg_h), 2),
             "p90_hours": None if r.p90_h is None else round(float(r.p90_h), 2),
-            "overdue": r.overdue, "rework_rate": ratio(r.reworked, r.closed),
+            "overdue": r.overdue, "rework_rate": ratio(r.reworked, r.accepted),
             "return_rate": ratio(r.returned, r.dispatched), "escalation_rate": ratio(r.escalated, r.accepted),
             "merged_reports": int(r.merged),
         })

@@ -42,11 +42,12 @@ class Snapshot:
     jur_names: NDArray[np.object_]
     jur_level: NDArray[np.object_]
     jur_parent: NDArray[np.int64]  # position, -1 at the top
-    village_pos: NDArray[np.int64]  # positions of villages
-    village_tree: shapely.STRtree
+    village_pos: NDArray[np.int64]  # positions of the villages without cells on this date (not gridded yet)
+    village_tree: shapely.STRtree  # over those villages only: a miss elsewhere lies outside every village
     territory: shapely.Geometry
     metric_epsg: int
     _metric_tree: shapely.STRtree | None = None
+    _zones: dict[float, shapely.Geometry] | None = None
 
     @property
     def metric_tree(self) -> shapely.STRtree:
@@ -56,6 +57,16 @@ class Snapshot:
             geoms = shapely.transform(self.index.geoms, lambda xy: np.column_stack(tf.transform(xy[:, 0], xy[:, 1])))
             self._metric_tree = shapely.STRtree(geoms)
         return self._metric_tree
+
+    def snap_zone(self, distance_m: float) -> shapely.Geometry:
+        """All cells grown by the snap distance, prepared: most misses are ruled out by one cheap test."""
+        if self._zones is None:
+            self._zones = {}
+        if distance_m not in self._zones:
+            zone = shapely.union_all(self.metric_tree.geometries).buffer(distance_m)
+            shapely.prepare(zone)
+            self._zones[distance_m] = zone
+        return self._zones[distance_m]
 
 
 def load_snapshot(engine: Engine, on: dt.date) -> Snapshot:
@@ -80,7 +91,8 @@ def load_snapshot(engine: Engine, on: dt.date) -> Snapshot:
     jpos = {r[0]: i for i, r in enumerate(jur)}
     jgeoms = shapely.from_wkb([r[5] for r in jur]) if jur else np.empty(0, dtype=object)
     levels = np.array([r[3] for r in jur], dtype=object)
-    village_pos = np.flatnonzero(levels == "village")
+    gridded = {jpos[r[3]] for r in cells}
+    village_pos = np.array([i for i in np.flatnonzero(levels == "village") if i not in gridded], dtype=np.int64)
     by_cell = {r[0]: {"id": r[1], "name": r[2]} for r in workers}
     geoms = shapely.from_wkb([r[4] for r in cells]) if cells else np.empty(0, dtype=object)
     top = jgeoms[levels == "district"] if len(jgeoms) else jgeoms
@@ -100,7 +112,7 @@ def load_snapshot(engine: Engine, on: dt.date) -> Snapshot:
         jur_level=levels,
         jur_parent=np.array([jpos.get(r[4], -1) for r in jur], dtype=np.int64),
         village_pos=village_pos,
-        village_tree=shapely.STRtree(jgeoms[village_pos]),
+        village_tree=shapely.STRtree(jgeoms[village_pos] if len(village_pos) else np.empty(0, dtype=object)),
         territory=territory,
         metric_epsg=gk_epsg(float((bounds[0] + bounds[2]) / 2)),
     )
@@ -229,16 +241,17 @@ def assign_arrays(snap: Snapshot, lon: NDArray, lat: NDArray, snap_distance_m: f
     far = missing
     if len(missing) and len(snap.cell_codes) and snap_distance_m > 0:
         pts = _metric_points(snap, lon[missing], lat[missing])
+        close = shapely.intersects(snap.snap_zone(snap_distance_m), pts)
+        pts, candidates = pts[close], missing[close]
         p, c = snap.metric_tree.query_nearest(pts, max_distance=snap_distance_m, all_matches=True)
-        if len(p):
-            best = np.full(len(missing), np.iinfo(np.int64).max, dtype=np.int64)
-            np.minimum.at(best, p, c)  # ties go to the lowest code
-            near = best < np.iinfo(np.int64).max
-            hit = missing[near]
-            pos[hit] = best[near]
-            snapped[hit] = True
-            distance[hit] = shapely.distance(pts[near], snap.metric_tree.geometries[best[near]])
-            far = missing[~near]
+        best = np.full(len(candidates), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best, p, c)  # ties go to the lowest code
+        near = best < np.iinfo(np.int64).max
+        hit = candidates[near]
+        pos[hit] = best[near]
+        snapped[hit] = True
+        distance[hit] = shapely.distance(pts[near], snap.metric_tree.geometries[best[near]])
+        far = np.setdiff1d(missing, hit, assume_unique=True)
     village = np.full(len(far), -1, dtype=np.int64)
     if len(far):
         p, v = snap.village_tree.query(shapely.points(lon[far], lat[far]), predicate="intersects")
@@ -257,7 +270,9 @@ def _refuse_swapped(snap: Snapshot, lon: NDArray, lat: NDArray, outside: NDArray
     if not len(outside) or snap.territory.is_empty:
         return
     x, y = lon[outside], lat[outside]
-    swapped = outside[~shapely.intersects_xy(snap.territory, x, y) & shapely.intersects_xy(snap.territory, y, x)]
+    # A miss is outside every cell and every ungridded village, hence outside the territory: only the swap
+    # needs testing (and the envelope test rejects most swapped pairs at once).
+    swapped = outside[shapely.intersects_xy(snap.territory, y, x)]
     if len(swapped):
         errors: list[dict[str, Any]] = [
             {"index": int(i), "message": f"point ({lon[i]}, {lat[i]}) lies outside every jurisdiction but inside "

@@ -65,16 +65,6 @@ class Cell(Base):
     geom = mapped_column(Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False), nullable=False)
 
 
-class CellPart(Base):
-    """Cells cut by ST_Subdivide: small boxes make the SQL point lookup cheaper (see bench/locate.py)."""
-
-    __tablename__ = "cell_parts"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"), index=True)
-    geom = mapped_column(Geometry("POLYGON", srid=SRID, spatial_index=False), nullable=False)
-
-
 class Worker(Base):
     __tablename__ = "workers"
 

@@ -79,6 +79,17 @@ def _normalise(df: pd.DataFrame, layer: str) -> pd.DataFrame:
     return df
 
 
+def normalise_package(pkg: Package) -> Package:
+    """The same column clean-up `read_package` does, for packages built in memory (codes as exact strings)."""
+    def geo(df: gpd.GeoDataFrame, layer: str) -> gpd.GeoDataFrame:
+        return gpd.GeoDataFrame(_normalise(df.copy(), layer), geometry=df.geometry.name, crs=df.crs)
+
+    return Package(
+        geo(pkg.jurisdictions, "jurisdictions"), geo(pkg.cells, "cells"), geo(pkg.devices, "devices"),
+        geo(pkg.water, "water"), _normalise(pd.DataFrame(pkg.workers).copy(), "workers"), pkg.source,
+        None if pkg.addresses is None else geo(pkg.addresses, "addresses"))
+
+
 class _Source:
     """Finds each layer in a folder, a zip of a folder, or a GeoPackage."""
 

@@ -17,8 +17,6 @@ from gis.validate import Validated, validate
 
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 _BATCH = 2000
-# The demo township's cells have ~30 vertices; larger polygons are cut so a point test touches few edges.
-SUBDIVIDE_MAX_VERTICES = 64
 
 
 @dataclass
@@ -75,7 +73,7 @@ def _write(conn: Connection, v: Validated, valid_from: dt.date, progress: Progre
     pkg = v.package
     # Serialise loads: the state row is the lock, and its revision tells caches to rebuild.
     conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1 FOR UPDATE"))
-    for table in ("worker_assignments", "workers", "devices", "cell_parts", "cells", "water_bodies", "addresses"):
+    for table in ("worker_assignments", "workers", "devices", "cells", "water_bodies", "addresses"):
         conn.execute(text(f"DELETE FROM {table}"))
     conn.execute(text("UPDATE jurisdictions SET parent_id = NULL"))
     conn.execute(text("DELETE FROM jurisdictions"))
@@ -115,11 +113,6 @@ def _write(conn: Connection, v: Validated, valid_from: dt.date, progress: Progre
     _insert(conn, """INSERT INTO cells (id, code, name, village_id, households, population, area_m2, valid_from, geom)
                      VALUES (:id, :code, :name, :village_id, :households, :population, :area_m2, :valid_from,
                      ST_Multi(ST_GeomFromWKB(:wkb, 4490)))""", rows, "cells", progress)
-    conn.execute(
-        text("""INSERT INTO cell_parts (cell_id, geom)
-                SELECT id, (ST_Dump(ST_Subdivide(geom, :n))).geom FROM cells WHERE valid_to IS NULL"""),
-        {"n": SUBDIVIDE_MAX_VERTICES},
-    )
 
     w = pkg.workers
     _insert(conn, "INSERT INTO workers (id, name, phone) VALUES (:id, :name, :phone)",
@@ -164,7 +157,7 @@ def _write(conn: Connection, v: Validated, valid_from: dt.date, progress: Progre
                 WHERE id = 1 RETURNING revision"""),
         {"src": pkg.source},
     ).scalar_one()
-    for table in ("jurisdictions", "cells", "cell_parts", "devices"):
+    for table in ("jurisdictions", "cells", "devices"):
         conn.execute(text(f"ANALYZE {table}"))
     return LoadSummary(len(jur), len(cells), len(w), len(d), len(wt), int(revision), v.notes)
 

@@ -19,7 +19,7 @@ from shapely.validation import explain_validity
 from gis.crs import gk_epsg, transformer
 from gis.errors import PackageInvalid, Problem
 from gis.models import DEVICE_KINDS, LEVELS, ROLES
-from gis.package import REQUIRED_COLUMNS, Package
+from gis.package import REQUIRED_COLUMNS, Package, normalise_package
 
 AREA_TOLERANCE_M2 = 1.0
 REPAIR_TOLERANCE = 0.001
@@ -37,8 +37,12 @@ class Validated:
     notes: list[str] = field(default_factory=list)
 
 
-def to_metric(geoms: NDArray[np.object_], epsg: int) -> NDArray[np.object_]:
+def to_metric(geoms: NDArray[np.object_], epsg: int, densify: bool = True) -> NDArray[np.object_]:
+    """Project to metres. Long edges are first cut into ~50 m pieces: a straight edge in degrees is not straight
+    in the projection, and a parent drawn with few vertices must still contain children drawn with many."""
     tf = transformer(4490, epsg)
+    if densify:
+        geoms = shapely.segmentize(geoms, 0.0005)
 
     def project(xy: NDArray[np.float64]) -> NDArray[np.float64]:
         x, y = tf.transform(xy[:, 0], xy[:, 1])
@@ -104,8 +108,11 @@ class _Checker:
                 out[i], metric[i] = _multi(g), _multi(m)
                 continue
             reason = explain_validity(g)
-            before = abs(shapely.area(m))
-            fixed_g, fixed_m = _multi(shapely.make_valid(g)), _multi(shapely.make_valid(m))
+            # Measure the invalid shape as drawn (densifying could insert the very vertex that repairs it).
+            raw = to_metric(np.array([g], dtype=object), self.epsg, densify=False)[0]
+            before = abs(shapely.area(raw))
+            fixed_g = _multi(shapely.make_valid(g))
+            fixed_m = _multi(shapely.make_valid(to_metric(np.array([fixed_g], dtype=object), self.epsg)[0]))
             after = shapely.area(fixed_m)
             change = abs(after - before) / before if before > 0 else 1.0
             if change > REPAIR_TOLERANCE or fixed_m.is_empty:
@@ -129,6 +136,7 @@ def _where(g: shapely.Geometry, epsg: int) -> str:
 def validate(pkg: Package, progress: Callable[[str], None] | None = None) -> Validated:
     """Check every rule; raise PackageInvalid listing each offending feature, or return the repaired package."""
     say = progress or (lambda _msg: None)
+    pkg = normalise_package(pkg)
     c = _Checker(pkg)
     jur, cells, devices, workers = pkg.jurisdictions.copy(), pkg.cells.copy(), pkg.devices.copy(), pkg.workers
 

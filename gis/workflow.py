@@ -55,7 +55,7 @@ RULES: dict[str, Rule] = {
     "escalate": Rule(("reported", "accepted", "dispatched", "in_progress"), "accepted",
                      (*CENTRE, "grid_leader", "unit_handler", "system"), ("reason",)),
     "supervise": Rule(("accepted", "dispatched", "in_progress", "feedback", "review"), None,
-                      (*CENTRE, "leader", "system"), ("note",)),
+                      (*CENTRE, "system"), ("note",)),
 }
 
 
@@ -107,6 +107,8 @@ def _permitted(action: str, case: Case, actor: Actor) -> str | None:
         return f"cannot {action} a case that is {case.status}"
     if actor.role not in rule.roles:
         return f"a {actor.role} cannot {action}"
+    if action == "escalate" and case.level == LEVELS[-1]:
+        return "the case is already at district level: nothing above it"
     if actor.role in ("admin", "system"):
         return None
     if actor.role == "grid_leader" and case.level != "village":
@@ -149,9 +151,6 @@ def decide(case: Case, action: str, actor: Actor, payload: dict[str, Any], now: 
         d.increments = ("returns",)
         data = {"reason_code": payload["reason_code"], "unit": case.unit_code}
     elif action == "escalate":
-        if case.level == LEVELS[-1]:
-            raise IllegalTransition("the case is already at district level: nothing above it",
-                                    [a for a in allowed_actions(case, actor) if a != "escalate"])
         up = LEVELS[LEVELS.index(case.level) + 1]
         d.updates |= {"level": up, "unit_code": next_unit}
         d.increments = ("escalations",)

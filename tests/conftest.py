@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,18 +34,22 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """URL of a PostGIS server (its maintenance database), as a superuser."""
     external = os.environ.get("WANGGE_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    cluster = Cluster(tmp_path_factory.mktemp("pg") / "pgdata", fast=True)
+    # Not under pytest's 0700 temp folder: when the tests run as root the cluster belongs to `postgres`.
+    folder = Path(tempfile.mkdtemp(prefix="wangge-test-"))
+    folder.chmod(0o755)
+    cluster = Cluster(folder / "pgdata", fast=True)
     url = cluster.start()
     try:
         yield str(make_url(url).set(database="postgres").render_as_string(hide_password=False))
     finally:
         cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _admin(server_url: str) -> psycopg.Connection:

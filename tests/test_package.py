@@ -21,7 +21,7 @@ from gis.errors import PackageInvalid
 from gis.store import export_dataset, load_package
 from tests.conftest import DEMO
 
-TABLES = ("jurisdictions", "cells", "workers", "worker_assignments", "devices", "water_bodies", "cell_parts")
+TABLES = ("jurisdictions", "cells", "workers", "worker_assignments", "devices", "water_bodies", "addresses")
 
 
 def snapshot(url: str) -> dict[str, object]:

@@ -55,12 +55,6 @@ def upgrade() -> None:
     # One live cell per code; retired versions keep their code.
     op.create_index("uq_cells_live_code", "cells", ["code"], unique=True, postgresql_where=sa.text("valid_to is null"))
     op.create_table(
-        "cell_parts",
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("cell_id", sa.Integer, sa.ForeignKey("cells.id", ondelete="CASCADE"), nullable=False, index=True),
-        sa.Column("geom", _geom("POLYGON"), nullable=False),
-    )
-    op.create_table(
         "workers",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("name", sa.Text, nullable=False),
@@ -98,7 +92,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("geom", _geom("MULTIPOLYGON"), nullable=False),
     )
-    for table in ("jurisdictions", "cells", "cell_parts", "devices", "water_bodies"):
+    for table in ("jurisdictions", "cells", "devices", "water_bodies"):
         op.create_index(f"ix_{table}_geom", table, ["geom"], postgresql_using="gist")
     op.create_table(
         "dataset_state",
@@ -112,7 +106,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "dataset_state", "water_bodies", "devices", "worker_assignments", "workers", "cell_parts", "cells",
+        "dataset_state", "water_bodies", "devices", "worker_assignments", "workers", "cells",
         "jurisdictions",
     ):
         op.drop_table(table)
