@@ -223,6 +223,8 @@ def serve(
 def demo(
     host: Annotated[str | None, typer.Option(help="address to bind; default 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="port; default 8000")] = None,
+    simulate: Annotated[bool, typer.Option(help="drive the town with simulated traffic while serving")] = True,
+    rate: Annotated[str, typer.Option(help="simulated reports per second or minute, e.g. 0.5/s or 20/min")] = "0.5/s",
 ) -> None:
     """The main job: start the embedded PostGIS, load the demo township (first time), create the demo
     accounts (first time), serve."""
@@ -234,7 +236,46 @@ def demo(
                                                    set(load_taxonomy().units))
     out.print(f"demo accounts (admin, centre, leader, …) password: {password}" + ("" if created else
               f" (from {path})"))
+    if simulate:
+        _simulate_in_background(f"http://127.0.0.1:{port or ServerSettings().port}", password, rate)
     serve(host, port)
+
+
+def _simulate_in_background(url: str, password: str, rate: str) -> None:
+    """Once the server answers, play a living town (reports from every channel, handlers at work) for a day."""
+    import threading
+    import time
+
+    import httpx
+
+    from api.simulate import run as run_simulation
+
+    def play() -> None:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1.0, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        try:
+            stats = run_simulation(url, "admin", password, rate, "24h", seed=int(time.time()))
+            err.print(f"simulation finished: {stats.posted} reports, {stats.closed} cases closed", markup=False)
+        except WanggeError as exc:
+            err.print(f"simulation stopped: {exc}", markup=False)
+
+    threading.Thread(target=play, name="wangge-simulate", daemon=True).start()
+    out.print(f"simulating {rate} reports from every channel (wangge demo --no-simulate to turn it off)")
+
+
+def _register_simulate() -> None:
+    from api.simulate import simulate_command
+
+    app.command("simulate", help="Drive a running service with realistic traffic from every channel, and play "
+                                 "its handlers (the paper's three cases included).")(simulate_command)
+
+
+_register_simulate()
 
 
 def main() -> None:

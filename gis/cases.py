@@ -46,7 +46,7 @@ def scope_sql(actor: Actor) -> tuple[str, dict[str, Any]]:
     clause = f"{column} = :scope" if actor.scope_code else "true"
     if actor.role in ("command_centre", "admin"):
         # The triage queue: reports that could not be placed belong to no jurisdiction yet.
-        clause = f"({clause} OR (e.township_code IS NULL AND e.status = 'needs_location'))"
+        clause = f"({clause} OR e.township_code IS NULL)"
     if actor.role == "grid_worker":
         clause = f"({clause} OR e.worker_id = :worker)"
         params["worker"] = actor.worker_id
@@ -100,8 +100,8 @@ def _get_event(conn: Connection, event_id: int, actor: Actor) -> dict[str, Any]:
         for r in conn.execute(text("""SELECT id, at, actor, role, action, from_status, to_status, note, data
                                       FROM event_log WHERE event_id = :id ORDER BY id"""), {"id": event_id})
     ]
-    event["subtasks"] = [dict(r._mapping) | {"created_at": r.created_at.isoformat(),
-                                              "done_at": r.done_at.isoformat() if r.done_at else None}
+    event["subtasks"] = [dict(r._mapping) | {"created_at": r.created_at.astimezone(TZ).isoformat(),
+                                              "done_at": r.done_at.astimezone(TZ).isoformat() if r.done_at else None}
                          for r in conn.execute(text("""SELECT unit_code, role, status, created_at, done_at
                              FROM subtasks WHERE event_id = :id ORDER BY id"""), {"id": event_id})]
     event["attachments"] = [dict(r._mapping) for r in conn.execute(

@@ -161,8 +161,11 @@ def decide(case: Case, action: str, actor: Actor, payload: dict[str, Any], now: 
     elif action == "close":
         d.updates["closed_at"] = now
     elif action == "assist_done":
-        d.close_subtask = actor.unit_code
-        data = {"unit": actor.unit_code}
+        unit = actor.unit_code or payload.get("unit")  # an admin names the assisting unit it acts for
+        if unit not in case.open_assists:
+            raise ActionInvalid(f"no open assisting sub-task for unit {unit}; open: {', '.join(case.open_assists)}")
+        d.close_subtask = unit
+        data = {"unit": unit}
     elif action == "locate":
         data = {"lon": payload["lon"], "lat": payload["lat"]}
     if payload.get("photos"):
