@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import ActorDep, PrincipalDep
 from gis import cases
-from gis.intake import SOURCES, Report
+from gis.intake import SOURCES, TZ, Report
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 MAX_BATCH = 10_000
@@ -107,6 +107,8 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
     """Cases in your scope, newest first, paged."""
+    # A date or time without an offset is the township's local time, not the database server's.
+    date_from, date_to = (d if d is None or d.tzinfo else d.replace(tzinfo=TZ) for d in (date_from, date_to))
     return JSONResponse(cases.list_events(request.app.state.engine, actor, status, village, platform, overdue,
                                           date_from, date_to, limit, offset))
 
@@ -118,9 +120,9 @@ def get_event(request: Request, event_id: int, actor: ActorDep) -> Any:
 
 
 @router.post("/{event_id}/actions/{action}")
-def act(request: Request, event_id: int, action: str, body: ActionIn, actor: ActorDep) -> Any:
+def act(request: Request, event_id: int, action: str, actor: ActorDep, body: ActionIn | None = None) -> Any:
     """Move a case through the loop. Wrong state or role → 409 with the allowed actions; nothing changes."""
-    payload = body.model_dump(exclude_none=True)
+    payload = (body or ActionIn()).model_dump(exclude_none=True)  # accept, start, review… need no body
     return JSONResponse(request.app.state.cases.act(event_id, action, actor, payload))
 
 
@@ -132,20 +134,35 @@ async def upload_photo(request: Request, event_id: int, file: UploadFile, actor:
     data = await file.read(MAX_PHOTO_BYTES + 1)
     if len(data) > MAX_PHOTO_BYTES:
         raise HTTPException(413, "a photo may be at most 10 MB")
+    # The label is the client's word; the first bytes are the file's. Store what the file is.
+    content_type = _image_type(data)
+    if content_type is None:
+        raise HTTPException(415, f"the file is not a JPEG, PNG or WebP image (sent as {file.content_type})")
     cases.get_event(request.app.state.engine, event_id, actor)  # 404 outside the scope
     digest = hashlib.sha256(data).hexdigest()
     folder: Path = request.app.state.upload_dir
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}{PHOTO_TYPES[file.content_type]}"
+    path = folder / f"{digest}{PHOTO_TYPES[content_type]}"
     path.write_bytes(data)
     from sqlalchemy import text
 
     with request.app.state.engine.begin() as conn:
         att = conn.execute(text("""INSERT INTO attachments (event_id, path, content_type, size, sha256, created_at)
                                    VALUES (:e, :p, :t, :s, :h, now()) RETURNING id"""),
-                           {"e": event_id, "p": str(path), "t": file.content_type, "s": len(data), "h": digest}
+                           {"e": event_id, "p": str(path), "t": content_type, "s": len(data), "h": digest}
                            ).scalar_one()
-    return {"id": att, "sha256": digest, "size": len(data), "content_type": file.content_type}
+    return {"id": att, "sha256": digest, "size": len(data), "content_type": content_type}
+
+
+def _image_type(data: bytes) -> str | None:
+    """The photo type from the file's signature (magic bytes), or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
 
 
 assert set(SOURCES) == set(EventIn.model_fields["source"].annotation.__args__)  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.auth import ActorDep
 from gis import kpi
+from gis.intake import TZ
 
 router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
 
@@ -24,6 +25,8 @@ def kpis(
 ) -> Any:
     """Received, accepted, closed, closure and on-time rates, handling hours (mean, p90), overdue, rework, return
     and escalation rates, merged duplicates — over the cases received in [from, to) within your scope."""
+    # A date or time without an offset is the township's local time, not the database server's.
+    date_from, date_to = (d if d.tzinfo else d.replace(tzinfo=TZ) for d in (date_from, date_to))
     rows = kpi.kpis(request.app.state.engine, actor, date_from, date_to, by)
     if format == "csv":
         name = f"kpi-{by}-{date_from:%Y%m%d}-{date_to:%Y%m%d}.csv"

@@ -109,6 +109,8 @@ def _permitted(action: str, case: Case, actor: Actor) -> str | None:
         return f"a {actor.role} cannot {action}"
     if action == "escalate" and case.level == LEVELS[-1]:
         return "the case is already at district level: nothing above it"
+    if action == "assist_done" and not case.open_assists:
+        return "no assisting sub-task is open"
     if actor.role in ("admin", "system"):
         return None
     if actor.role == "grid_leader" and case.level != "village":
