@@ -23,5 +23,7 @@ def append(conn: Connection, event_id: int, at: dt.datetime, actor: str, role: s
 
 def notify(conn: Connection, ids: list[int]) -> None:
     """Tell listeners (the change feed) which events changed; delivered when the transaction commits."""
-    if ids:
-        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": json.dumps({"ids": sorted(set(ids))[:500]})})
+    unique = sorted(set(ids))
+    for start in range(0, len(unique), 500):  # a NOTIFY payload holds at most 8,000 bytes
+        payload = json.dumps({"ids": unique[start : start + 500]})
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Connection, Engine, text
 
 from gis import eventlog
-from gis.errors import WanggeError
+from gis.errors import InvalidCoordinates, WanggeError
 from gis.intake_batch import Batch, bucket
 from gis.locate import Locator, Snapshot, assign_arrays, to_results
 from gis.taxonomy import Taxonomy
@@ -100,20 +100,23 @@ class Intake:
         if not reports:
             return []
         # Everything that needs no lock happens before the transaction: one connection per request at a time.
-        snap = self.locator.snapshot()
+        # Responsibility is judged at event time: each report is located among the cells and workers valid on
+        # the day it occurred (one snapshot serves every day since the last boundary change).
+        days = [(r.occurred_at or now).astimezone(TZ).date() for r in reports]
+        snaps = self.locator.snapshots(set(days))
         with self.engine.connect() as conn:
             devices = self._devices(conn, {r.device_id for r in reports if r.device_id})
             villages = self._villages(conn, {r.village_code for r in reports if r.village_code})
         self._validate(reports, devices, villages)
-        located_all = self._locate(snap, reports, devices)
+        located_all = self._locate([snaps[d] for d in days], reports, devices)
         with self.engine.begin() as conn:
             self.lock(conn, _KEY_LOCKS, sorted({bucket(r.source, k) for r in reports
                                                  for k in (r.external_id, r.idempotency_key) if k}))
             results: list[dict[str, Any] | None] = self._existing(conn, reports)
             todo = [i for i, r in enumerate(results) if r is None]
             located = [located_all[i] for i in todo]
-            results_todo = Batch(self, conn, now, villages, snap.metric_epsg).run([reports[i] for i in todo],
-                                                                                   located)
+            epsg = snaps[days[0]].metric_epsg
+            results_todo = Batch(self, conn, now, villages, epsg).run([reports[i] for i in todo], located)
             for i, res in zip(todo, results_todo, strict=True):
                 results[i] = res
             final = [r for r in results if r is not None]
@@ -212,7 +215,8 @@ class Intake:
                 out[i] = {"id": found[(source, col, k)], "outcome": "duplicate"}
         return out
 
-    def _locate(self, snap: Snapshot, reports: list[Report], devices: dict[str, dict[str, Any]]) -> list[Located]:
+    def _locate(self, snaps: list[Snapshot], reports: list[Report], devices: dict[str, dict[str, Any]]
+                ) -> list[Located]:
         out: list[Located | None] = [None] * len(reports)
         pts: dict[str, list[tuple[int, float, float]]] = {}
         for i, r in enumerate(reports):
@@ -230,12 +234,29 @@ class Intake:
             else:
                 out[i] = Located(None, None, "village", None)
         for crs, items in pts.items():
-            lon, lat = self.locator.to_storage(np.array([t[1] for t in items]), np.array([t[2] for t in items]), crs)
-            answers = to_results(snap, assign_arrays(snap, lon, lat, self.locator.settings.snap_distance_m))
-            for (i, _, _), x, y, a in zip(items, lon.tolist(), lat.tolist(), answers, strict=True):
-                r = reports[i]
-                how = "point" if r.lon is not None else ("device" if r.device_id else "address")
-                out[i] = Located(x, y, how, a, a["reason"] if a["cell"] is None else None)
+            idx = [t[0] for t in items]
+            try:
+                lon, lat = self.locator.to_storage(np.array([t[1] for t in items]), np.array([t[2] for t in items]),
+                                                   crs)
+            except InvalidCoordinates as exc:
+                raise BatchInvalid([{**e, "index": idx[int(str(e["index"]))]} for e in exc.details if "index" in e]
+                                   or [{"index": idx[0], "message": str(exc)}]) from exc
+            by_snap: dict[int, list[int]] = {}
+            for k, i in enumerate(idx):
+                by_snap.setdefault(id(snaps[i]), []).append(k)
+            for ks in by_snap.values():
+                snap = snaps[idx[ks[0]]]
+                try:
+                    answers = to_results(snap, assign_arrays(snap, lon[ks], lat[ks],
+                                                             self.locator.settings.snap_distance_m))
+                except InvalidCoordinates as exc:
+                    raise BatchInvalid([{**e, "index": idx[ks[int(str(e["index"]))]]} for e in exc.details
+                                        if "index" in e] or [{"index": idx[ks[0]], "message": str(exc)}]) from exc
+                for k, a in zip(ks, answers, strict=True):
+                    i = idx[k]
+                    r = reports[i]
+                    how = "point" if r.lon is not None else ("device" if r.device_id else "address")
+                    out[i] = Located(float(lon[k]), float(lat[k]), how, a, a["reason"] if a["cell"] is None else None)
         return [o for o in out if o is not None]
 
     @staticmethod

@@ -148,21 +148,41 @@ class Locator:
         self._cache: OrderedDict[dt.date, Snapshot] = OrderedDict()
         self._lock = threading.Lock()
         self._cache_size = cache_size
+        self._last_change: tuple[int, dt.date | None] | None = None
 
     def snapshot(self, on: dt.date | None = None) -> Snapshot:
-        on = on or dt.date.today()
+        """The cells and workers valid on a date (default today)."""
+        day = on or dt.date.today()
+        return self.snapshots({day})[day]
+
+    def snapshots(self, days: set[dt.date]) -> dict[dt.date, Snapshot]:
+        """Snapshots for several dates with one revision check. Every date after the dataset's last change of
+        validity (a valid_from or valid_to) shares one snapshot, so a year of events rarely needs more than one."""
         with self.engine.connect() as conn:
             revision = int(conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1")).scalar_one())
+            with self._lock:
+                if self._last_change is None or self._last_change[0] != revision:
+                    last = conn.execute(text("""SELECT max(d) FROM (
+                        SELECT max(greatest(valid_from, valid_to)) AS d FROM cells UNION ALL
+                        SELECT max(valid_from) FROM cells UNION ALL
+                        SELECT max(greatest(valid_from, valid_to)) FROM worker_assignments UNION ALL
+                        SELECT max(valid_from) FROM worker_assignments) x""")).scalar()
+                    self._last_change = (revision, last)
+        last_change = self._last_change[1]
+        out: dict[dt.date, Snapshot] = {}
         with self._lock:
-            snap = self._cache.get(on)
-            if snap is not None and snap.revision == revision:
-                self._cache.move_to_end(on)
-                return snap
-            snap = load_snapshot(self.engine, on)
-            self._cache[on] = snap
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return snap
+            for day in days:
+                key = last_change if last_change is not None and day >= last_change else day
+                snap = self._cache.get(key)
+                if snap is None or snap.revision != revision:
+                    snap = load_snapshot(self.engine, key)
+                    self._cache[key] = snap
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+                else:
+                    self._cache.move_to_end(key)
+                out[day] = snap
+        return out
 
     def locate(self, x: ArrayLike, y: ArrayLike, crs: str | int | None = None, on: dt.date | None = None
                ) -> list[dict[str, Any]]:

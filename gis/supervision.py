@@ -20,7 +20,8 @@ from gis.workflow import Actor
 
 log = logging.getLogger("wangge.supervision")
 SYSTEM = Actor("supervision", "system")
-ACTIVE = "('accepted', 'dispatched', 'in_progress', 'feedback', 'review')"
+# A case nobody accepts runs out of time too: reported and unplaced cases are supervised as well.
+ACTIVE = "('needs_location', 'reported', 'accepted', 'dispatched', 'in_progress', 'feedback', 'review')"
 
 
 @dataclass

@@ -127,3 +127,26 @@ def test_read_only_and_unknown_roles_cannot_report(world: World) -> None:
     assert world.post("planner", body).status_code == 403
     assert world.client.post("/api/v1/events", json=body).status_code == 401
     assert world.client.post("/api/v1/events", json=body, headers={"X-Device-Key": "nope"}).status_code == 401
+
+
+def test_the_worker_is_the_one_responsible_when_the_event_occurred(world: World) -> None:
+    """A worker hands the cell over on 1 March 2026: reports are judged by the day they occurred."""
+    engine = db.engine_for(world.url)
+    with engine.begin() as conn:
+        cell_id = conn.execute(text("SELECT id FROM cells WHERE code = :c"), {"c": world.cell}).scalar_one()
+        conn.execute(text("INSERT INTO workers (id, name) VALUES ('W9999', '接任网格员')"))
+        conn.execute(text("""UPDATE worker_assignments SET valid_to = '2026-03-01'
+                             WHERE cell_id = :c AND role = 'grid_worker'"""), {"c": cell_id})
+        conn.execute(text("""INSERT INTO worker_assignments (worker_id, role, cell_id, valid_from)
+                             VALUES ('W9999', 'grid_worker', :c, '2026-03-01')"""), {"c": cell_id})
+        conn.execute(text("UPDATE dataset_state SET revision = revision + 1"))
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    lon, lat = world.point
+    before, after = intake.ingest([
+        Report(source="grid_worker", category="road_damage", lon=lon, lat=lat,
+               occurred_at=dt.datetime(2026, 2, 27, 9, tzinfo=TZ)),
+        Report(source="grid_worker", category="street_lighting", lon=lon, lat=lat,
+               occurred_at=dt.datetime(2026, 3, 2, 9, tzinfo=TZ)),
+    ])
+    assert before["worker"]["id"] == world.worker and after["worker"]["id"] == "W9999"
+    assert before["cell"]["code"] == after["cell"]["code"] == world.cell
