@@ -18,6 +18,7 @@ from gis import db
 from gis.cases import Cases
 from gis.gazetteer_db import GazetteerCache
 from gis.intake import Intake, IntakeSettings
+from gis.intake_queue import IntakeQueue
 from gis.locate import Locator
 from gis.settings import AuthSettings, DatabaseSettings, LocateSettings, SupervisionSettings
 from gis.supervision import sweep
@@ -52,6 +53,7 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
         app.state.gazetteer = GazetteerCache(app.state.engine)
         app.state.intake = Intake(app.state.engine, app.state.locator, app.state.taxonomy, app.state.calendar,
                                   IntakeSettings(), gazetteer=app.state.gazetteer.match)
+        app.state.intake_queue = IntakeQueue(app.state.intake)
         app.state.cases = Cases(app.state.engine, app.state.taxonomy, app.state.calendar, app.state.locator)
         app.state.auth = AuthSettings()
         app.state.secret_key = app.state.auth.key()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -55,10 +56,28 @@ def principal(request: Request, token: Annotated[str | None, Depends(_bearer)],
         claims = jwt.decode(token, request.app.state.secret_key, algorithms=[ALGORITHM])
     except jwt.PyJWTError as exc:
         raise HTTPException(401, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}) from exc
-    actor = accounts.actor_for(request.app.state.engine, str(claims.get("sub")))
+    actor = _cached_actor(request, str(claims.get("sub")))
     if actor is None:
         raise HTTPException(401, "the account no longer exists or is disabled")
     return Principal(actor=actor)
+
+
+_ACTOR_TTL_S = 10.0  # a disabled account or a changed role takes effect within this time
+_actors: dict[tuple[int, str], tuple[float, Actor | None]] = {}
+
+
+def _cached_actor(request: Request, username: str) -> Actor | None:
+    """The account behind a token, re-read at most every few seconds (not once per request)."""
+    key = (id(request.app), username)
+    now = time.monotonic()
+    hit = _actors.get(key)
+    if hit is not None and now - hit[0] < _ACTOR_TTL_S:
+        return hit[1]
+    actor = accounts.actor_for(request.app.state.engine, username)
+    if len(_actors) > 10_000:
+        _actors.clear()
+    _actors[key] = (now, actor)
+    return actor
 
 
 def person(p: Annotated[Principal, Depends(principal)]) -> Actor:

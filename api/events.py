@@ -82,11 +82,12 @@ def _check_may_report(p: Any, e: EventIn) -> None:
 
 
 @router.post("", status_code=201, responses={200: {"description": "duplicate (idempotent retry) or merged"}})
-def post_event(request: Request, body: EventIn, p: PrincipalDep,
-               idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> Any:
+async def post_event(request: Request, body: EventIn, p: PrincipalDep,
+                     idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> Any:
     """Report one event from any channel; located, routed, merged into an open case or opened as a new one."""
     _check_may_report(p, body)
-    result = request.app.state.intake.ingest([body.report(idempotency_key)])[0]
+    # Concurrent reports are written together (group commit); each still gets its own answer.
+    result = await request.app.state.intake_queue.submit(body.report(idempotency_key))
     return JSONResponse(result, status_code=201 if result["outcome"] == "created" else 200)
 
 

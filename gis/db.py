@@ -40,7 +40,7 @@ def database_url(settings: DatabaseSettings | None = None, start: bool = True) -
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     """One engine (one pool) per URL per process."""
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
+    return create_engine(url, pool_pre_ping=True, pool_size=40, max_overflow=20)
 
 
 def _alembic_config(url: str) -> Config:

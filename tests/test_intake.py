@@ -150,3 +150,36 @@ def test_the_worker_is_the_one_responsible_when_the_event_occurred(world: World)
     ])
     assert before["worker"]["id"] == world.worker and after["worker"]["id"] == "W9999"
     assert before["cell"]["code"] == after["cell"]["code"] == world.cell
+
+
+def test_concurrent_single_reports_are_written_together_and_a_bad_one_fails_alone(world: World) -> None:
+    import asyncio
+
+    from gis.intake import BatchInvalid
+    from gis.intake_queue import IntakeQueue
+
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    calls: list[int] = []
+    original = intake.ingest
+
+    def counting(reports: list[Report], now: dt.datetime | None = None) -> list[dict]:
+        calls.append(len(reports))
+        return original(reports, now)
+
+    queue = IntakeQueue(intake)
+    queue.intake = type("Counting", (), {"ingest": staticmethod(counting)})()  # type: ignore[assignment]
+    lon, lat = world.other_point
+    good = [Report(source="hotline", category="noise", lon=lon + k * 0.003, lat=lat, external_id=f"gc-{k}")
+            for k in range(20)]
+    bad = Report(source="hotline", category="not_a_category", lon=lon, lat=lat)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(queue.submit(r) for r in [*good[:10], bad, *good[10:]]),
+                                    return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert isinstance(outcomes[10], BatchInvalid) and "not_a_category" in str(outcomes[10])
+    created = [o for k, o in enumerate(outcomes) if k != 10]
+    assert all(isinstance(o, dict) and o["outcome"] == "created" for o in created)
+    assert len({o["id"] for o in created}) == 20  # type: ignore[index]
+    assert max(calls) > 1  # reports that arrived while a group was written went in together

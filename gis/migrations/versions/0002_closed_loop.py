@@ -125,6 +125,8 @@ def upgrade() -> None:
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_event_reports_external", "event_reports", ["source", "external_id"],
+                    postgresql_where=sa.text("external_id is not null"))
     op.create_table(
         "event_log",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
