@@ -59,11 +59,14 @@ class Snapshot:
         return self._metric_tree
 
     def snap_zone(self, distance_m: float) -> shapely.Geometry:
-        """All cells grown by the snap distance, prepared: most misses are ruled out by one cheap test."""
+        """All cells grown by a little more than the snap distance, in lon/lat and prepared: most misses are
+        ruled out by one test on their raw coordinates; the few inside get the exact metric test."""
         if self._zones is None:
             self._zones = {}
         if distance_m not in self._zones:
-            zone = shapely.union_all(self.metric_tree.geometries).buffer(distance_m)
+            grown = shapely.union_all(self.metric_tree.geometries).buffer(distance_m + 1.0)
+            back = transformer(self.metric_epsg, 4490)
+            zone = shapely.transform(grown, lambda xy: np.column_stack(back.transform(xy[:, 0], xy[:, 1])))
             shapely.prepare(zone)
             self._zones[distance_m] = zone
         return self._zones[distance_m]
@@ -260,9 +263,9 @@ def assign_arrays(snap: Snapshot, lon: NDArray, lat: NDArray, snap_distance_m: f
     missing = np.flatnonzero(pos < 0)
     far = missing
     if len(missing) and len(snap.cell_codes) and snap_distance_m > 0:
-        pts = _metric_points(snap, lon[missing], lat[missing])
-        close = shapely.intersects(snap.snap_zone(snap_distance_m), pts)
-        pts, candidates = pts[close], missing[close]
+        close = shapely.intersects_xy(snap.snap_zone(snap_distance_m), lon[missing], lat[missing])
+        candidates = missing[close]
+        pts = _metric_points(snap, lon[candidates], lat[candidates])
         p, c = snap.metric_tree.query_nearest(pts, max_distance=snap_distance_m, all_matches=True)
         best = np.full(len(candidates), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(best, p, c)  # ties go to the lowest code
