@@ -169,7 +169,8 @@ def test_concurrent_single_reports_are_written_together_and_a_bad_one_fails_alon
     queue = IntakeQueue(intake)
     queue.intake = type("Counting", (), {"ingest": staticmethod(counting)})()  # type: ignore[assignment]
     lon, lat = world.other_point
-    good = [Report(source="hotline", category="noise", lon=lon + k * 0.003, lat=lat, external_id=f"gc-{k}")
+    good = [Report(source="hotline", category="illegal_advertising", lon=lon + k * 0.003, lat=lat,
+                   external_id=f"gc-{k}")
             for k in range(20)]
     bad = Report(source="hotline", category="not_a_category", lon=lon, lat=lat)
 
