@@ -362,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.serve, args.port, args.database_url)
         return 0
     url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
+    git = [subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+           for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])]
     out: dict[str, Any] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                           "commit": git[0] + ("+modified" if git[1] else ""),
                            "args": {k: v for k, v in vars(args).items() if k not in ("database_url", "serve", "port")}}
     with server(url) as admin_url, tempfile.TemporaryDirectory(prefix="wangge-ingest-") as tmp:
         for name in ("single", "batch") if args.only is None else (args.only,):
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in out:
             show(out[name])
     machine_info = "; ".join(f"{k} {v}" for k, v in out["machine"].items())
-    console.print(textwrap.fill(f"machine: {machine_info}", 110, subsequent_indent=" " * 9))
+    console.print(textwrap.fill(f"commit {out['commit']}; machine: {machine_info}", 110, subsequent_indent=" " * 9))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     console.print(f"results written to {RESULTS.relative_to(ROOT)}")
