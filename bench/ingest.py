@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,7 +42,15 @@ import shapely
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from locate import console, machine, pg_connect, recreate, server, step  # bench/locate.py: the same cluster handling
+from locate import (  # bench/locate.py: the same cluster handling
+    console,
+    machine,
+    pg_connect,
+    recreate,
+    server,
+    step,
+    write_results,
+)
 from rich.table import Table
 
 from api.app import create_app
@@ -374,11 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, show in (("single", show_single), ("batch", show_batch)):
         if name in out:
             show(out[name])
-    machine_info = "; ".join(f"{k} {v}" for k, v in out["machine"].items())
-    console.print(textwrap.fill(f"commit {out['commit']}; machine: {machine_info}", 110, subsequent_indent=" " * 9))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
-    console.print(f"results written to {RESULTS.relative_to(ROOT)}")
+    write_results(out, RESULTS, prefix=f"commit {out['commit']}; ")
     return 0
 
 

@@ -357,12 +357,17 @@ def main(argv: list[str] | None = None) -> int:
                 recreate(admin_url, dbname, drop_only=True)
     for name, r in out["grids"].items():
         show(name, r)
-    machine_info = "; ".join(f"{k} {v}" for k, v in out["machine"].items())
-    console.print(textwrap.fill(f"machine: {machine_info}", 110, subsequent_indent=" " * 9))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
-    console.print(f"results written to {RESULTS.relative_to(ROOT)}")
+    write_results(out, RESULTS)
     return 0
+
+
+def write_results(out: dict[str, Any], path: Path, prefix: str = "") -> None:
+    """Print the machine line and keep the run's figures as JSON (shared by the bench scripts)."""
+    machine_info = "; ".join(f"{k} {v}" for k, v in out["machine"].items())
+    console.print(textwrap.fill(f"{prefix}machine: {machine_info}", 110, subsequent_indent=" " * 9))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    console.print(f"results written to {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

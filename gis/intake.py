@@ -30,7 +30,6 @@ from gis.taxonomy import Taxonomy
 from gis.workcalendar import WorkCalendar
 
 SOURCES = ("grid_worker", "sensor", "camera", "hotline", "assigned", "citizen")
-OPEN = "('needs_location', 'reported', 'accepted', 'dispatched', 'in_progress', 'feedback', 'review')"
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
 _KEY_LOCKS = 7301
 

@@ -18,11 +18,11 @@ from sqlalchemy import Connection, text
 
 from gis.crs import transformer
 from gis.merge import MergeIndex, OpenCase
+from gis.workflow import OPEN_SQL
 
 if TYPE_CHECKING:
     from gis.intake import Intake, Located, Report
 
-OPEN = "('needs_location', 'reported', 'accepted', 'dispatched', 'in_progress', 'feedback', 'review')"
 MERGE_LOCKS = 7302
 BUCKETS = 512
 EVENT_COLUMNS = (
@@ -136,10 +136,10 @@ class Batch:
                 SELECT {cols} FROM events e
                 WHERE e.geom && ST_Expand(ST_SetSRID(ST_MakePoint(p.x, p.y), 4490), :pad)
                   AND e.category = p.c AND e.last_report_at BETWEEN p.t - :w AND p.t + :w
-                  AND e.status IN {OPEN}) e
+                  AND e.status IN {OPEN_SQL}) e
             UNION
             SELECT {cols} FROM events e
-            WHERE e.device_id = ANY(:devices) AND e.category = ANY(:cats) AND e.status IN {OPEN}
+            WHERE e.device_id = ANY(:devices) AND e.category = ANY(:cats) AND e.status IN {OPEN_SQL}
               AND e.geom IS NOT NULL
             ORDER BY 1"""), {
             "cats": sorted({str(reports[k].category) for k in mergeable}),

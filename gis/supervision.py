@@ -16,12 +16,11 @@ from sqlalchemy import Engine, text
 from gis import eventlog
 from gis.cases import Cases
 from gis.intake import TZ
-from gis.workflow import Actor
+from gis.workflow import OPEN_SQL, Actor
 
 log = logging.getLogger("wangge.supervision")
 SYSTEM = Actor("supervision", "system")
-# A case nobody accepts runs out of time too: reported and unplaced cases are supervised as well.
-ACTIVE = "('needs_location', 'reported', 'accepted', 'dispatched', 'in_progress', 'feedback', 'review')"
+# A case nobody accepts runs out of time too: every open status is supervised, reported and unplaced included.
 
 
 @dataclass
@@ -37,7 +36,7 @@ def sweep(engine: Engine, cases: Cases, now: dt.datetime | None = None, due_soon
     with engine.begin() as conn:
         rows = conn.execute(text(f"""
             SELECT id, status, deadline, unit_code, overdue, due_soon FROM events
-            WHERE status IN {ACTIVE} AND deadline IS NOT NULL
+            WHERE status IN {OPEN_SQL} AND deadline IS NOT NULL
               AND ((deadline <= :now AND NOT overdue) OR (deadline > :now AND deadline <= :soon AND NOT due_soon))
             ORDER BY id FOR UPDATE SKIP LOCKED"""),
             {"now": now, "soon": now + dt.timedelta(hours=due_soon_hours)}).all()

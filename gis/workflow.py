@@ -15,6 +15,7 @@ from gis.errors import WanggeError
 
 OPEN_STATUSES = ("needs_location", "reported", "accepted", "dispatched", "in_progress", "feedback", "review")
 FINAL_STATUSES = ("closed", "rejected")
+OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")"  # for `status IN {OPEN_SQL}`
 LEVELS = ("village", "township", "district")
 RETURN_REASONS = ("not_our_duty", "wrong_location", "wrong_category", "duplicate", "needs_higher_level", "other")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,9 @@ import shapely
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from api.app import create_app
 from gis import accounts, db
+from tests.conftest import create_database
 
 TOWN = "330212101000"
 DISTRICT = "330212000000"
@@ -39,6 +42,14 @@ class World:
 
     def get(self, who: str, event_id: int) -> Any:
         return self.client.get(f"/api/v1/events/{event_id}", headers=self.h(who))
+
+
+def world_in(server_url: str, template_db: str, name: str) -> Iterator[World]:
+    """A module's own copy of the demo database, the app on it, and accounts for every role."""
+    url = create_database(server_url, name, template=template_db)
+    with TestClient(create_app(url)) as client:
+        yield build_world(client, url)
+    db.engine_for(url).dispose()
 
 
 def build_world(client: TestClient, url: str) -> World:

@@ -7,23 +7,17 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from api.app import create_app
 from gis import accounts, db
 from gis.workflow import replay
-from tests.conftest import create_database
-from tests.loop_helpers import World, build_world
+from tests.loop_helpers import World, world_in
 
 
 @pytest.fixture(scope="module")
 def world(server_url: str, template_db: str) -> Iterator[World]:
-    url = create_database(server_url, "wangge_test_loop", template=template_db)
-    with TestClient(create_app(url)) as client:
-        yield build_world(client, url)
-    db.engine_for(url).dispose()
+    yield from world_in(server_url, template_db, "wangge_test_loop")
 
 
 def _timeline(w: World, event_id: int) -> list[str]:

@@ -7,22 +7,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from api.app import create_app
 from gis import db
 from gis.intake import TZ, Report
-from tests.conftest import create_database
-from tests.loop_helpers import World, build_world
+from tests.loop_helpers import World, world_in
 
 
 @pytest.fixture(scope="module")
 def world(server_url: str, template_db: str) -> Iterator[World]:
-    url = create_database(server_url, "wangge_test_intake", template=template_db)
-    with TestClient(create_app(url)) as client:
-        yield build_world(client, url)
-    db.engine_for(url).dispose()
+    yield from world_in(server_url, template_db, "wangge_test_intake")
 
 
 def _count(w: World, sql: str, **params: object) -> int:
