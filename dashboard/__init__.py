@@ -1,0 +1,1 @@
+"""The Dash map dashboard (command-centre wall, hotspots, villages, cases, planner)."""
