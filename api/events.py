@@ -7,9 +7,12 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
 
 from api.auth import ActorDep, PrincipalDep
 from gis import cases
@@ -91,12 +94,28 @@ async def post_event(request: Request, body: EventIn, p: PrincipalDep,
     return JSONResponse(result, status_code=201 if result["outcome"] == "created" else 200)
 
 
-@router.post("/batch")
-def post_batch(request: Request, body: BatchIn, p: PrincipalDep) -> Any:
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema for openapi_extra; the models it refers to are in the components already."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
+@router.post("/batch", openapi_extra={"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _schema(BatchIn)}}}})
+async def post_batch(request: Request, p: PrincipalDep) -> Any:
     """Up to 10,000 events in one transaction: all stored, or none (422 naming each bad item)."""
+    # The body is parsed straight from bytes by pydantic's JSON parser: for 10,000 events that is several times
+    # faster than FastAPI's json.loads + validate, and the answer is written by orjson for the same reason.
+    try:
+        body = BatchIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
     for e in body.events:
         _check_may_report(p, e)
-    return JSONResponse({"results": request.app.state.intake.ingest([e.report() for e in body.events])})
+    reports = [e.report() for e in body.events]
+    results = await run_in_threadpool(request.app.state.intake.ingest, reports)
+    return Response(orjson.dumps({"results": results}), media_type="application/json")
 
 
 @router.get("")

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, text
 
 from gis import eventlog
 from gis.errors import InvalidCoordinates, WanggeError
-from gis.intake_batch import Batch, bucket
+from gis.intake_batch import Batch, array_literal, bucket
 from gis.locate import Locator, Snapshot, assign_arrays, to_results
 from gis.taxonomy import Taxonomy
 from gis.workcalendar import WorkCalendar
@@ -128,7 +128,7 @@ class Intake:
     def lock(conn: Connection, space: int, buckets: list[int]) -> None:
         if buckets:
             conn.execute(text("SELECT pg_advisory_xact_lock(:space, b) FROM unnest(CAST(:b AS int[])) b"),
-                         {"space": space, "b": buckets})
+                         {"space": space, "b": array_literal(buckets)})
 
     @staticmethod
     def _devices(conn: Connection, ids: set[str | None]) -> dict[str, dict[str, Any]]:
@@ -200,13 +200,15 @@ class Intake:
             rows = conn.execute(text(f"""SELECT e.source, e.{col}, e.id FROM events e
                                          JOIN unnest(CAST(:s AS text[]), CAST(:k AS text[])) AS w(s, k)
                                            ON e.source = w.s AND e.{col} = w.k"""),
-                                {"s": [w[0] for w in wanted], "k": [w[1] for w in wanted]}).all()
+                                {"s": array_literal([w[0] for w in wanted]),
+                                 "k": array_literal([w[1] for w in wanted])}).all()
             found |= {(r[0], col, r[1]): r[2] for r in rows}
             if col == "external_id":
                 rows = conn.execute(text("""SELECT r.source, r.external_id, r.event_id FROM event_reports r
                                             JOIN unnest(CAST(:s AS text[]), CAST(:k AS text[])) AS w(s, k)
                                               ON r.source = w.s AND r.external_id = w.k"""),
-                                    {"s": [w[0] for w in wanted], "k": [w[1] for w in wanted]}).all()
+                                    {"s": array_literal([w[0] for w in wanted]),
+                                     "k": array_literal([w[1] for w in wanted])}).all()
                 for r in rows:
                     found.setdefault((r[0], col, r[1]), r[2])
         for i, source, col, k in keys:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,10 @@ from sqlalchemy import Connection, text
 
 from gis.crs import transformer
 from gis.merge import MergeIndex, OpenCase
-from gis.workflow import OPEN_SQL
+from gis.workflow import FINAL_STATUSES
+
+# Open cases, spelt as the predicate of the partial index ix_events_mergeable so that the planner uses it.
+NOT_FINAL = "e.status NOT IN (" + ", ".join(f"'{s}'" for s in FINAL_STATUSES) + ")"
 
 if TYPE_CHECKING:
     from gis.intake import Intake, Located, Report
@@ -36,8 +38,30 @@ def bucket(*parts: object) -> int:
     """A lock bucket for a key; stable across processes (unlike hash())."""
     return zlib.crc32("\0".join(map(str, parts)).encode()) % BUCKETS
 
-def _ref(d: dict[str, Any] | None, key: str) -> dict[str, str] | None:
-    return (d or {}).get(key)
+_CATEGORY_HASHES: dict[str, int] = {}
+
+
+def _category_hash(category: str) -> int:
+    h = _CATEGORY_HASHES.get(category)
+    if h is None:
+        h = _CATEGORY_HASHES[category] = zlib.crc32(category.encode())
+    return h
+
+
+def array_literal(values: list[Any]) -> str:
+    """A PostgreSQL array literal ('{…}') for numbers or text, passed as one text parameter and CAST in SQL:
+    psycopg adapts long Python lists element by element, which costs more than the query itself."""
+    out = []
+    for v in values:
+        if v is None:
+            out.append("NULL")
+        elif isinstance(v, str):
+            out.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif isinstance(v, float):
+            out.append(repr(v))
+        else:
+            out.append(str(v))
+    return "{" + ",".join(out) + "}"
 
 
 class Batch:
@@ -49,7 +73,7 @@ class Batch:
         self.window = dt.timedelta(minutes=intake.settings.merge_window_minutes)
         self.epsg = metric_epsg
         self.tz = now.tzinfo
-        self._deadlines: dict[tuple[str, int], dt.datetime] = {}
+        self._routes: dict[tuple[str, int | None], dict[str, Any]] = {}
 
     def run(self, reports: list[Report], located: list[Located]) -> list[dict[str, Any]]:
         occurred = [(r.occurred_at or self.now).astimezone(self.tz) for r in reports]
@@ -106,18 +130,15 @@ class Batch:
         each locks every tile its distance square touches, and that square holds the other's tile."""
         d = self.i.settings.merge_distance_m
         size = 4 * d
-        tiles: set[tuple[str, int, int]] = set()
-        keys: set[int] = set()
-        for k in mergeable:
-            r = reports[k]
-            cat = str(r.category)
-            if r.device_id:
-                keys.add(bucket("device", cat, r.device_id))
-            x, y = mx[k], my[k]
-            for i in range(math.floor((x - d) / size), math.floor((x + d) / size) + 1):
-                for j in range(math.floor((y - d) / size), math.floor((y + d) / size) + 1):
-                    tiles.add((cat, i, j))
-        keys |= {bucket(*t) for t in tiles}
+        keys: set[int] = {bucket("device", reports[k].category, reports[k].device_id)
+                          for k in mergeable if reports[k].device_id}
+        if mergeable:
+            cat = np.array([_category_hash(str(reports[k].category)) for k in mergeable], dtype=np.int64)
+            x, y = np.array([mx[k] for k in mergeable]), np.array([my[k] for k in mergeable])
+            i0, i1 = np.floor((x - d) / size).astype(np.int64), np.floor((x + d) / size).astype(np.int64)
+            j0, j1 = np.floor((y - d) / size).astype(np.int64), np.floor((y + d) / size).astype(np.int64)
+            for i, j in ((i0, j0), (i0, j1), (i1, j0), (i1, j1)):
+                keys.update(np.mod(cat * 1_000_003 + i * 92_821 + j * 68_917, BUCKETS).tolist())
         self.i.lock(self.conn, MERGE_LOCKS, sorted(keys))
 
     def _candidates(self, reports: list[Report], mergeable: list[int], located: list[Located],
@@ -126,26 +147,30 @@ class Batch:
         if not mergeable:
             return index
         # Open cases near each report in space and time, plus open cases of the reporting devices.
-        # One index probe per report, whatever the (possibly stale) statistics say about the events table.
+        # One probe of ix_events_mergeable per report (category and a time window are selective; the box test is
+        # written so that it cannot pick the GiST index over all events, whose probes grow with the table).
         self.conn.execute(text("SET LOCAL enable_seqscan = off"))
         cols = "e.id, e.category, e.device_id, ST_X(e.geom), ST_Y(e.geom), e.last_report_at, e.status, e.report_count"
         rows = self.conn.execute(text(f"""
             SELECT e.* FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[]), CAST(:c AS text[]),
-                                   CAST(:t AS timestamptz[])) AS p(x, y, c, t)
+                                   CAST(:t AS float8[])) AS p(x, y, c, t)
             CROSS JOIN LATERAL (
                 SELECT {cols} FROM events e
-                WHERE e.geom && ST_Expand(ST_SetSRID(ST_MakePoint(p.x, p.y), 4490), :pad)
-                  AND e.category = p.c AND e.last_report_at BETWEEN p.t - :w AND p.t + :w
-                  AND e.status IN {OPEN_SQL}) e
+                WHERE e.category = p.c
+                  AND ST_X(e.geom) BETWEEN p.x - :pad AND p.x + :pad AND ST_Y(e.geom) BETWEEN p.y - :pad AND p.y + :pad
+                  AND e.last_report_at BETWEEN to_timestamp(p.t) - :w AND to_timestamp(p.t) + :w
+                  AND {NOT_FINAL} OFFSET 0) e
             UNION
             SELECT {cols} FROM events e
-            WHERE e.device_id = ANY(:devices) AND e.category = ANY(:cats) AND e.status IN {OPEN_SQL}
-              AND e.geom IS NOT NULL
+            WHERE e.device_id = ANY(CAST(:devices AS text[])) AND e.category = ANY(CAST(:cats AS text[]))
+              AND {NOT_FINAL} AND e.geom IS NOT NULL
             ORDER BY 1"""), {
-            "cats": sorted({str(reports[k].category) for k in mergeable}),
-            "devices": sorted({str(reports[k].device_id) for k in mergeable if reports[k].device_id}),
-            "x": [located[k].lon for k in mergeable], "y": [located[k].lat for k in mergeable],
-            "c": [reports[k].category for k in mergeable], "t": [occurred[k] for k in mergeable],
+            "cats": array_literal(sorted({str(reports[k].category) for k in mergeable})),
+            "devices": array_literal(sorted({str(reports[k].device_id) for k in mergeable if reports[k].device_id})),
+            "x": array_literal([located[k].lon for k in mergeable]),
+            "y": array_literal([located[k].lat for k in mergeable]),
+            "c": array_literal([reports[k].category for k in mergeable]),
+            "t": array_literal([occurred[k].timestamp() for k in mergeable]),
             "pad": self.i.settings.merge_distance_m / 80_000.0,  # degrees that surely cover the distance here
             "w": self.window}).all()
         if rows:
@@ -156,20 +181,22 @@ class Batch:
 
     def _route(self, r: Report, loc: Located) -> dict[str, Any]:
         assert r.category is not None
-        cat = self.i.taxonomy.category(r.category)
-        grade = r.grade or cat.default_grade
+        key = (r.category, r.grade)
+        fixed = self._routes.get(key)
+        if fixed is None:
+            cat = self.i.taxonomy.category(r.category)
+            grade = r.grade or cat.default_grade
+            deadline = self.i.calendar.deadline(self.now, self.i.taxonomy.time_limit(cat.code, grade))
+            fixed = self._routes[key] = {
+                "platform": self.i.taxonomy.platform_of(cat.code).key, "grade": grade, "level": cat.level,
+                "deadline": deadline.isoformat(), "unit": self.i.taxonomy.lead_unit(cat.code, cat.level).code}
         chain = loc.result if loc.result is not None else self.villages.get(r.village_code or "", {})
         unlocated = loc.reason is not None or (loc.result is None and not r.village_code)
-        key = (cat.code, grade)
-        if key not in self._deadlines:
-            self._deadlines[key] = self.i.calendar.deadline(self.now, self.i.taxonomy.time_limit(cat.code, grade))
         return {
             "id": 0, "status": "needs_location" if unlocated else "reported",
-            "cell": _ref(chain, "cell"), "worker": _ref(chain, "worker"), "village": _ref(chain, "village"),
-            "township": _ref(chain, "township"), "district": _ref(chain, "district"),
-            "platform": self.i.taxonomy.platform_of(cat.code).key, "grade": grade, "level": cat.level,
-            "deadline": self._deadlines[key].isoformat(), "unit": self.i.taxonomy.lead_unit(cat.code, cat.level).code,
-            "reports": 1, "reason": loc.reason, "outcome": "created",
+            "cell": chain.get("cell"), "worker": chain.get("worker"), "village": chain.get("village"),
+            "township": chain.get("township"), "district": chain.get("district"),
+            **fixed, "reports": 1, "reason": loc.reason, "outcome": "created",
         }
 
     def _write(self, new_rows: list[tuple[Report, Located, dt.datetime, dict[str, Any]]],
@@ -183,33 +210,45 @@ class Batch:
         merged_into = {key: (ids[-key - 1] if key < 0 else key) for key in merges}
         counts = {key: 1 + len(merges.get(-(k + 1), [])) for k, key in enumerate(ids)}
         cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cur.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as cp:
-            for eid, (r, loc, t, res) in zip(ids, new_rows, strict=True):
-                last = max([t, *(m[2] for m in merges.get(res["_placeholder"], []))])
-                cp.write_row((
-                    eid, r.source, r.external_id, r.idempotency_key, r.category, res["grade"], res["platform"],
-                    res["status"], res["level"], res["unit"], _ewkt(loc), loc.how, r.address,
-                    (res["cell"] or {}).get("code"), (res["cell"] or {}).get("name"),
-                    (res["worker"] or {}).get("id"), (res["worker"] or {}).get("name"),
-                    (res["village"] or {}).get("code"), (res["township"] or {}).get("code"),
-                    (res["district"] or {}).get("code"), bool((loc.result or {}).get("snapped")),
-                    float((loc.result or {}).get("distance_m") or 0.0), loc.reason, r.device_id, r.description,
-                    r.reporter_name, r.reporter_phone, t, now, last, dt.datetime.fromisoformat(res["deadline"]), now,
-                    counts[eid]))
-        reports = [(eid, r, loc, t, False) for eid, (r, loc, t, _) in zip(ids, new_rows, strict=True)]
-        reports += [(merged_into[key], r, loc, t, True) for key, items in merges.items() for r, loc, t in items]
-        with cur.copy("COPY event_reports (event_id, source, external_id, device_id, description, reporter_name, "
-                      "reporter_phone, geom, occurred_at, received_at) FROM STDIN") as cp:
-            for eid, r, loc, t, merged in reports:
-                cp.write_row((eid, r.source, r.external_id if merged else None, r.device_id, r.description,
-                              r.reporter_name, r.reporter_phone, _ewkt(loc), t, now))
+        if new_rows:
+            with cur.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as cp:
+                for eid, (r, loc, t, res) in zip(ids, new_rows, strict=True):
+                    last = max([t, *(m[2] for m in merges.get(res["_placeholder"], []))])
+                    cell, worker = res["cell"] or {}, res["worker"] or {}
+                    found = loc.result or {}
+                    cp.write_row((
+                        eid, r.source, r.external_id, r.idempotency_key, r.category, res["grade"], res["platform"],
+                        res["status"], res["level"], res["unit"], _ewkt(loc), loc.how, r.address,
+                        cell.get("code"), cell.get("name"), worker.get("id"), worker.get("name"),
+                        (res["village"] or {}).get("code"), (res["township"] or {}).get("code"),
+                        (res["district"] or {}).get("code"), bool(found.get("snapped")),
+                        float(found.get("distance_m") or 0.0), loc.reason, r.device_id, r.description,
+                        r.reporter_name, r.reporter_phone, t, now, last, res["deadline"], now, counts[eid]))
+        # A new case is its own first report; event_reports links the reports merged into a case.
+        merged_reports = [(merged_into[key], r, loc, t) for key, items in merges.items() for r, loc, t in items]
+        if merged_reports:
+            with cur.copy("COPY event_reports (event_id, source, external_id, device_id, description, reporter_name, "
+                          "reporter_phone, geom, occurred_at, received_at) FROM STDIN") as cp:
+                for eid, r, loc, t in merged_reports:
+                    cp.write_row((eid, r.source, r.external_id, r.device_id, r.description, r.reporter_name,
+                                  r.reporter_phone, _ewkt(loc), t, now))
+        # The log's 'report' entries are made from the rows just written, in the server; reports with photos name
+        # them in the entry and are written from here.
+        plain = [eid for eid, (r, *_rest) in zip(ids, new_rows, strict=True) if not r.photos]
+        if plain:
+            conn.execute(text("""
+                INSERT INTO event_log (event_id, at, actor, role, action, from_status, to_status, note, data)
+                SELECT e.id, :now, 'intake:' || e.source, 'system', 'report', NULL, e.status, e.reason,
+                       jsonb_build_object('source', e.source)
+                FROM events e WHERE e.id = ANY(CAST(:ids AS bigint[])) ORDER BY e.id"""),
+                {"now": now, "ids": array_literal(plain)})
         status_of = {c.key: c.status for cases in index._bins.values() for c in cases}
         with cur.copy("COPY event_log (event_id, at, actor, role, action, from_status, to_status, note, data) "
                       "FROM STDIN") as cp:
             for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True):
-                data = {"source": r.source, "photos": r.photos} if r.photos else {"source": r.source}
-                cp.write_row((eid, now, f"intake:{r.source}", "system", "report", None, res["status"], loc.reason,
-                              json.dumps(data, ensure_ascii=False)))
+                if r.photos:
+                    cp.write_row((eid, now, f"intake:{r.source}", "system", "report", None, res["status"],
+                                  loc.reason, json.dumps({"source": r.source, "photos": r.photos}, ensure_ascii=False)))
             for key, items in merges.items():
                 status = status_of.get(key, "reported")
                 for r, _, _ in items:
