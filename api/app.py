@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from api import auth, errors, events, feed, layers, locate, open311, stats
+from api import auth, errors, events, feed, layers, locate, ogc, open311, stats
 from gis import db
 from gis.cases import Cases
 from gis.gazetteer_db import GazetteerCache
@@ -80,6 +80,7 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
     app.include_router(stats.router)
     app.include_router(feed.router)
     app.include_router(open311.router)
+    app.include_router(ogc.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> Any:

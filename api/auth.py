@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import jwt
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from sqlalchemy import Engine
 
 from gis import accounts
 from gis.workflow import Actor
@@ -43,44 +46,74 @@ def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()
             "scope": actor.scope_code}
 
 
-def principal(request: Request, token: Annotated[str | None, Depends(_bearer)],
-              x_device_key: Annotated[str | None, Header()] = None) -> Principal:
+async def principal(request: Request, token: Annotated[str | None, Depends(_bearer)],
+                    x_device_key: Annotated[str | None, Header()] = None) -> Principal:
+    # Async on purpose: a cached answer costs a JWT check and a dict lookup, and a hop into the thread pool
+    # would cost more than that. The database is read (in the pool) only when the cache has no fresh answer.
     if x_device_key:
-        device = accounts.device_for_key(request.app.state.engine, x_device_key)
+        device = await _cached(request, "device", x_device_key, accounts.device_for_key)
         if device is None:
             raise HTTPException(401, "unknown or revoked device key")
         return Principal(device_id=device)
     if not token:
         raise HTTPException(401, "log in first: POST /api/v1/auth/token", headers={"WWW-Authenticate": "Bearer"})
-    try:
-        claims = jwt.decode(token, request.app.state.secret_key, algorithms=[ALGORITHM])
-    except jwt.PyJWTError as exc:
-        raise HTTPException(401, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}) from exc
-    actor = _cached_actor(request, str(claims.get("sub")))
+    actor = await _cached(request, "user", _subject(request, token), accounts.actor_for)
     if actor is None:
         raise HTTPException(401, "the account no longer exists or is disabled")
     return Principal(actor=actor)
 
 
-_ACTOR_TTL_S = 10.0  # a disabled account or a changed role takes effect within this time
-_actors: dict[tuple[int, str], tuple[float, Actor | None]] = {}
+_tokens: dict[tuple[int, str], tuple[float, str]] = {}
+
+
+def _subject(request: Request, token: str) -> str:
+    """The username of a valid token. A verified token is remembered until it expires: checking the signature
+    of the same token on every request of a session costs more than answering a small request."""
+    k = (id(request.app), token)
+    hit = _tokens.get(k)
+    if hit is not None and time.time() < hit[0]:
+        return hit[1]
+    try:
+        claims = jwt.decode(token, request.app.state.secret_key, algorithms=[ALGORITHM])
+    except jwt.PyJWTError as exc:
+        raise HTTPException(401, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}) from exc
+    if len(_tokens) > 10_000:
+        _tokens.clear()
+    _tokens[k] = (float(claims.get("exp", 0)), str(claims.get("sub")))
+    return _tokens[k][1]
+
+
+_TTL_S = 10.0  # a disabled account, a changed role or a revoked device key takes effect within this time
+_cache: dict[tuple[int, str, str], tuple[float, Any]] = {}
+
+
+async def _cached(request: Request, kind: str, key: str, load: Callable[[Engine, str], Any]) -> Any:
+    """The account behind a token or the device behind a key, re-read at most every few seconds."""
+    k = (id(request.app), kind, key)
+    now = time.monotonic()
+    hit = _cache.get(k)
+    if hit is not None and now - hit[0] < _TTL_S:
+        return hit[1]
+    value = await run_in_threadpool(load, request.app.state.engine, key)
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[k] = (now, value)
+    return value
 
 
 def _cached_actor(request: Request, username: str) -> Actor | None:
-    """The account behind a token, re-read at most every few seconds (not once per request)."""
-    key = (id(request.app), username)
+    """The account behind a username, through the same cache, for synchronous callers (the dashboard)."""
+    k = (id(request.app), "user", username)
     now = time.monotonic()
-    hit = _actors.get(key)
-    if hit is not None and now - hit[0] < _ACTOR_TTL_S:
-        return hit[1]
+    hit = _cache.get(k)
+    if hit is not None and now - hit[0] < _TTL_S:
+        return hit[1]  # type: ignore[no-any-return]
     actor = accounts.actor_for(request.app.state.engine, username)
-    if len(_actors) > 10_000:
-        _actors.clear()
-    _actors[key] = (now, actor)
+    _cache[k] = (now, actor)
     return actor
 
 
-def person(p: Annotated[Principal, Depends(principal)]) -> Actor:
+async def person(p: Annotated[Principal, Depends(principal)]) -> Actor:
     if p.actor is None:
         raise HTTPException(403, "a device key can only post events for its own device")
     return p.actor

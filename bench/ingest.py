@@ -35,6 +35,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# The repository first: bench/dashboard.py must not shadow the dashboard package when this folder is sys.path[0].
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import geopandas as gpd
 import httpx
 import numpy as np
@@ -42,7 +45,7 @@ import shapely
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from locate import (  # bench/locate.py: the same cluster handling
+from locate import (
     console,
     machine,
     pg_connect,
@@ -214,7 +217,7 @@ def bench_single(admin_url: str, args: argparse.Namespace, tmp: Path) -> dict[st
                     r[kind] = wrk(port, script, token, args.duration, kind, 2) | {"warmup": warm}
                 time.sleep(2.0)  # requests in flight when wrk stopped finish before the server does
         with pg_connect(url) as pg:
-            stored, merged = pg.execute("""SELECT (SELECT count(*) FROM event_reports),
+            stored, merged = pg.execute("""SELECT (SELECT coalesce(sum(report_count), 0) FROM events),
                 (SELECT count(*) FROM event_log WHERE action = 'merge')""").fetchone() or (0, 0)
         w = r["wangge"]
         ok, sent = w["ok"] + w["warmup"]["ok"], w["sent"] + w["warmup"]["sent"]
@@ -295,8 +298,8 @@ def bench_batch(admin_url: str, args: argparse.Namespace, tmp: Path) -> dict[str
                         outcomes[res["outcome"]] += 1
                         outcomes["needs_location"] += res["status"] == "needs_location"
         with pg_connect(url) as pg:
-            events, reports = pg.execute("""SELECT (SELECT count(*) FROM events),
-                                                   (SELECT count(*) FROM event_reports)""").fetchone() or (0, 0)
+            events, reports = pg.execute("""SELECT count(*), coalesce(sum(report_count), 0) FROM events"""
+                                         ).fetchone() or (0, 0)
         seconds, k = sum(per_post), min(10, len(per_post))
         r["wangge"] = {"seconds": seconds, "events_per_s": args.events / seconds, "outcomes": dict(outcomes),
                        "post_s": {"first": float(np.median(per_post[:k])), "last": float(np.median(per_post[-k:])),

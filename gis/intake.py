@@ -98,17 +98,16 @@ class Intake:
         now = (now or dt.datetime.now(TZ)).astimezone(TZ)
         if not reports:
             return []
-        # Everything that needs no lock happens before the transaction: one connection per request at a time.
         # Responsibility is judged at event time: each report is located among the cells and workers valid on
         # the day it occurred (one snapshot serves every day since the last boundary change).
         days = [(r.occurred_at or now).astimezone(TZ).date() for r in reports]
-        snaps = self.locator.snapshots(set(days))
-        with self.engine.connect() as conn:
+        # One connection and one transaction per batch; a refused batch rolls back having written nothing.
+        with self.engine.begin() as conn:
+            snaps = self.locator.snapshots(set(days), conn)
             devices = self._devices(conn, {r.device_id for r in reports if r.device_id})
             villages = self._villages(conn, {r.village_code for r in reports if r.village_code})
-        self._validate(reports, devices, villages)
-        located_all = self._locate([snaps[d] for d in days], reports, devices)
-        with self.engine.begin() as conn:
+            self._validate(reports, devices, villages)
+            located_all = self._locate([snaps[d] for d in days], reports, devices)
             self.lock(conn, _KEY_LOCKS, sorted({bucket(r.source, k) for r in reports
                                                  for k in (r.external_id, r.idempotency_key) if k}))
             results: list[dict[str, Any] | None] = self._existing(conn, reports)

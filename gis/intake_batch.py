@@ -243,18 +243,20 @@ class Batch:
                 FROM events e WHERE e.id = ANY(CAST(:ids AS bigint[])) ORDER BY e.id"""),
                 {"now": now, "ids": array_literal(plain)})
         status_of = {c.key: c.status for cases in index._bins.values() for c in cases}
-        with cur.copy("COPY event_log (event_id, at, actor, role, action, from_status, to_status, note, data) "
-                      "FROM STDIN") as cp:
-            for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True):
-                if r.photos:
-                    cp.write_row((eid, now, f"intake:{r.source}", "system", "report", None, res["status"],
-                                  loc.reason, json.dumps({"source": r.source, "photos": r.photos}, ensure_ascii=False)))
-            for key, items in merges.items():
-                status = status_of.get(key, "reported")
-                for r, _, _ in items:
-                    cp.write_row((merged_into[key], now, f"intake:{r.source}", "system", "merge", status, status,
-                                  f"{r.source} report merged",
-                                  json.dumps({"source": r.source, "external_id": r.external_id})))
+        if merges or len(plain) < len(ids):
+            with cur.copy("COPY event_log (event_id, at, actor, role, action, from_status, to_status, note, data) "
+                          "FROM STDIN") as cp:
+                for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True):
+                    if r.photos:
+                        data = json.dumps({"source": r.source, "photos": r.photos}, ensure_ascii=False)
+                        cp.write_row((eid, now, f"intake:{r.source}", "system", "report", None, res["status"],
+                                      loc.reason, data))
+                for key, items in merges.items():
+                    status = status_of.get(key, "reported")
+                    for r, _, _ in items:
+                        cp.write_row((merged_into[key], now, f"intake:{r.source}", "system", "merge", status, status,
+                                      f"{r.source} report merged",
+                                      json.dumps({"source": r.source, "external_id": r.external_id})))
         existing = [(key, len(items), max(m[2] for m in items)) for key, items in merges.items() if key > 0]
         if existing:
             conn.execute(text("""UPDATE events e SET report_count = e.report_count + v.n, updated_at = :now,

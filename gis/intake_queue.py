@@ -1,8 +1,10 @@
 """Group commit for single reports: concurrent submissions are ingested together, one transaction per group.
 
-A database round trip costs the same for one report as for a hundred, so while one group is being written the
-next one gathers. Each submitter still gets its own result — or its own error: if a group is refused because of
-one bad report, its reports are retried one by one so that only the bad one fails.
+A database round trip costs the same for one report as for a hundred, so while a group is being written the
+next one gathers. Two groups may be in flight at once, so that one is decided in Python while the other waits for
+the database; merging decisions stay serialised by the advisory locks of gis/intake. Each submitter still gets
+its own result — or its own error: if a group is refused because of one bad report, its reports are retried one
+by one so that only the bad one fails.
 """
 
 from __future__ import annotations
@@ -14,26 +16,28 @@ from gis.errors import WanggeError
 from gis.intake import Intake, Report
 
 MAX_GROUP = 500
+IN_FLIGHT = 2
 
 
 class IntakeQueue:
     """Use from one asyncio event loop (the server's)."""
 
-    def __init__(self, intake: Intake, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, intake: Intake, max_group: int = MAX_GROUP, in_flight: int = IN_FLIGHT) -> None:
         self.intake = intake
         self.max_group = max_group
+        self.in_flight = in_flight
         self._pending: list[tuple[Report, asyncio.Future[dict[str, Any]]]] = []
-        self._busy = False
+        self._busy = 0
 
     async def submit(self, report: Report) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((report, future))
-        if not self._busy:
+        if self._busy < self.in_flight:
             self._next()
         return await future
 
     def _next(self) -> None:
-        self._busy = True
+        self._busy += 1
         group, self._pending = self._pending[: self.max_group], self._pending[self.max_group :]
         asyncio.get_running_loop().create_task(self._write(group))
 
@@ -52,8 +56,8 @@ class IntakeQueue:
                 if not future.done():
                     future.set_exception(exc)
         finally:
-            self._busy = False
-            if self._pending:
+            self._busy -= 1
+            if self._pending and self._busy < self.in_flight:
                 self._next()
 
     def _ingest(self, reports: list[Report]) -> list[dict[str, Any] | BaseException]:

@@ -7,6 +7,7 @@ point or a million in a batch. Points outside every cell snap to the nearest cel
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from collections import OrderedDict
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import shapely
 from numpy.typing import ArrayLike, NDArray
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from gis.cellindex import CellIndex
 from gis.crs import gk_epsg, parse_crs, to_storage, transformer
@@ -158,10 +159,11 @@ class Locator:
         day = on or dt.date.today()
         return self.snapshots({day})[day]
 
-    def snapshots(self, days: set[dt.date]) -> dict[dt.date, Snapshot]:
-        """Snapshots for several dates with one revision check. Every date after the dataset's last change of
-        validity (a valid_from or valid_to) shares one snapshot, so a year of events rarely needs more than one."""
-        with self.engine.connect() as conn:
+    def snapshots(self, days: set[dt.date], conn: Connection | None = None) -> dict[dt.date, Snapshot]:
+        """Snapshots for several dates with one revision check (on `conn` when given, which saves a connection).
+        Every date after the dataset's last change of validity (a valid_from or valid_to) shares one snapshot, so
+        a year of events rarely needs more than one."""
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.connect() as conn:
             revision = int(conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1")).scalar_one())
             with self._lock:
                 if self._last_change is None or self._last_change[0] != revision:
