@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from gis.accounts import AccountInvalid
 from gis.cases import Forbidden
@@ -39,8 +42,36 @@ def _status(exc: WanggeError) -> int:
     return 400
 
 
-async def _handle(_request: Request, exc: Exception) -> JSONResponse:
+OPEN311 = "/open311/"
+
+
+def _open311(status: int, description: str) -> JSONResponse:
+    """GeoReport v2 clients expect errors as a list of {code, description}."""
+    return JSONResponse([{"code": status, "description": description}], status_code=status)
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(OPEN311):
+        return _open311(exc.status_code, str(exc.detail))
+    return await http_exception_handler(request, exc)
+
+
+async def _validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    if request.url.path.startswith(OPEN311):
+        # Open311 has no 422: a request the server cannot use is a 400 naming the field.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+        return _open311(400, f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg")))
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WanggeError)
+    if request.url.path.startswith(OPEN311):
+        status = _status(exc)
+        return _open311(400 if status == 422 else status, str(exc))
     body: dict[str, object] = {"detail": str(exc)}
     if isinstance(exc, InvalidCoordinates) and exc.details:
         body["errors"] = exc.details
@@ -55,3 +86,5 @@ async def _handle(_request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(WanggeError, _handle)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(RequestValidationError, _validation)
