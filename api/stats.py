@@ -27,7 +27,7 @@ def kpis(
     and escalation rates, merged duplicates — over the cases received in [from, to) within your scope."""
     # A date or time without an offset is the township's local time, not the database server's.
     date_from, date_to = (d if d.tzinfo else d.replace(tzinfo=TZ) for d in (date_from, date_to))
-    rows = kpi.kpis(request.app.state.engine, actor, date_from, date_to, by)
+    rows = kpi.kpis(request.app.state.engine, actor, date_from, date_to, by, taxonomy=request.app.state.taxonomy)
     if format == "csv":
         name = f"kpi-{by}-{date_from:%Y%m%d}-{date_to:%Y%m%d}.csv"
         return Response(kpi.to_csv(rows), media_type="text/csv; charset=utf-8",

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from gis.cases import scope_sql
+from gis.taxonomy import Taxonomy
 from gis.workflow import Actor
 
 GROUPS = {"village": "e.village_code", "platform": "e.platform", "unit": "e.unit_code", "worker": "e.worker_id",
@@ -22,7 +23,8 @@ FIELDS = ("key", "name", "received", "accepted", "closed", "closure_rate", "on_t
 
 
 def kpis(engine: Engine, actor: Actor, date_from: dt.datetime, date_to: dt.datetime, by: str,
-         now: dt.datetime | None = None) -> list[dict[str, Any]]:
+         now: dt.datetime | None = None, taxonomy: Taxonomy | None = None) -> list[dict[str, Any]]:
+    """One row per group; with a taxonomy, platform, unit and category rows carry their Chinese names too."""
     if by not in GROUPS:
         raise ValueError(f"by must be one of {', '.join(GROUPS)}")
     clause, params = scope_sql(actor)
@@ -75,10 +77,16 @@ def kpis(engine: Engine, actor: Actor, date_from: dt.datetime, date_to: dt.datet
     def ratio(a: int, b: int) -> float | None:
         return round(a / b, 4) if b else None
 
+    names: dict[str, str] = {}
+    if taxonomy is not None:
+        names = {"platform": {k: p.name_zh for ps in taxonomy.platform_sets.values() for k, p in ps.platforms.items()},
+                 "unit": {k: u.name_zh for k, u in taxonomy.units.items()},
+                 "category": {k: c.name_zh for k, c in taxonomy.categories.items()}}.get(by, {})
     out = []
     for r in rows:
         out.append({
-            "key": r.key, "name": r.name, "received": r.received, "accepted": r.accepted, "closed": r.closed,
+            "key": r.key, "name": r.name if r.name is not None else names.get(r.key),
+            "received": r.received, "accepted": r.accepted, "closed": r.closed,
             "closure_rate": ratio(r.closed, r.accepted), "on_time_rate": ratio(r.closed_on_time, r.closed),
             "avg_hours": None if r.avg_h is None else round(float(r.avg_h), 2),
             "p90_hours": None if r.p90_h is None else round(float(r.p90_h), 2),

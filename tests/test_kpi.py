@@ -217,12 +217,15 @@ def test_kpi_by_platform(world: World) -> None:
     rows = _kpi(world, "platform")
     assert _numbers(rows) == PLATFORMS
     assert [r["key"] for r in rows] == sorted(PLATFORMS)
+    names = {k: p.name_zh for k, p in world.client.app.state.taxonomy.platform_set().platforms.items()}  # type: ignore[attr-defined]
+    assert {r["key"]: r["name"] for r in rows} == {k: names[k] for k in PLATFORMS}
 
 
 def test_kpi_by_unit(world: World) -> None:
     rows = _kpi(world, "unit")
     assert _numbers(rows) == UNITS
     assert rows[-1]["key"] is None  # the undispatched cases come last
+    assert all(r["name"] for r in rows[:-1]) and rows[-1]["name"] is None
 
 
 def test_kpi_by_worker(world: World) -> None:
