@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from api import auth, errors, events, feed, layers, locate, ogc, open311, stats
-from gis import db
+from api import grid as grid_api
+from gis import db, grid
 from gis.cases import Cases
 from gis.gazetteer_db import GazetteerCache
 from gis.intake import Intake, IntakeSettings
@@ -34,6 +35,8 @@ async def _supervise(app: FastAPI) -> None:
     while True:
         try:
             await asyncio.to_thread(sweep, app.state.engine, app.state.cases)
+            # Open cases move to their new cells when a published grid version takes effect (a future date).
+            await asyncio.to_thread(grid.reassign_due, app.state.engine)
         except Exception:  # keep supervising; the next sweep retries
             logging.getLogger("wangge.supervision").exception("supervision sweep failed")
         await asyncio.sleep(interval)
@@ -80,6 +83,7 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
     app.include_router(stats.router)
     app.include_router(feed.router)
     app.include_router(open311.router)
+    app.include_router(grid_api.router)
     app.include_router(ogc.router)
 
     @app.get("/healthz", tags=["health"])

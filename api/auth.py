@@ -107,7 +107,7 @@ def _cached_actor(request: Request, username: str) -> Actor | None:
     now = time.monotonic()
     hit = _cache.get(k)
     if hit is not None and now - hit[0] < _TTL_S:
-        return hit[1]  # type: ignore[no-any-return]
+        return hit[1]
     actor = accounts.actor_for(request.app.state.engine, username)
     _cache[k] = (now, actor)
     return actor

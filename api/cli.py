@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -82,15 +83,26 @@ def _progress() -> Progress:
 
 @app.command()
 def load(
-    path: Annotated[Path, typer.Argument(help="package folder, .zip or .gpkg")],
+    path: Annotated[Path | None, typer.Argument(help="package folder, .zip or .gpkg")] = None,
     valid_from: Annotated[
         str | None, typer.Option(help="date the cells and assignments take effect (YYYY-MM-DD)")
     ] = None,
     if_empty: Annotated[bool, typer.Option("--if-empty", help="do nothing when a dataset is already loaded")] = False,
+    draft: Annotated[Path | None, typer.Option(help="a village's cells (GeoPackage from `export --village`, edited "
+                                                     "e.g. in QGIS) to bring back as a grid draft")] = None,
+    village: Annotated[str | None, typer.Option(help="with --draft: the village's 12-digit code")] = None,
+    publish: Annotated[str | None, typer.Option(help="with --draft: publish it when valid, effective from this "
+                                                     "date (YYYY-MM-DD)")] = None,
 ) -> None:
-    """Validate a boundary package and load it in one transaction (all or nothing), replacing the dataset."""
+    """Validate a boundary package and load it in one transaction (all or nothing), replacing the dataset.
+    With --draft FILE --village CODE: make a grid draft of the file's cells, validate and preview it."""
     from gis.store import load_package, revision
 
+    if draft is not None:
+        _load_draft(draft, village, publish)
+        return
+    if path is None:
+        raise WanggeError("give a package PATH, or --draft FILE --village CODE")
     start = dt.date.fromisoformat(valid_from) if valid_from else None
     engine = _engine()
     if if_empty and revision(engine) > 0:
@@ -116,15 +128,60 @@ def load(
               f"{summary.devices} devices, {summary.water} water bodies (revision {summary.revision})")
 
 
+def _load_draft(path: Path, village: str | None, publish: str | None) -> None:
+    """`wangge load --draft FILE --village CODE`: the file's cells become a draft; problems and preview printed.
+    Exit 1 when the draft has problems that block publishing (the draft is kept for fixing)."""
+    from gis import grid
+    from gis.workflow import Actor
+
+    if not village:
+        raise WanggeError("--draft needs --village CODE (the village whose cells the file holds)")
+    effective = dt.date.fromisoformat(publish) if publish else None
+    engine = _engine()
+    actor = Actor("cli", "admin")
+    draft_id = grid.draft_from_file(engine, actor, path, village)
+    checked = grid.validate_draft(engine, actor, draft_id)
+    s = grid.preview(engine, actor, draft_id)["summary"]
+    out.print(f"draft {draft_id} of village {village}: {checked['cells']} cells; {s['added']} added, "
+              f"{s['removed']} removed, {s['changed']} changed, {s['unchanged']} unchanged; "
+              f"{s['moving_cases']} open cases would move", markup=False)
+    for p in checked["problems"]:
+        where = f" (at {p['lon']:.6f}, {p['lat']:.6f})" if p["lon"] is not None else ""
+        out.print(f"{p['severity']}: {p['code']}: {p['message']} [{p['rule']}]{where}", markup=False)
+    if not checked["valid"]:
+        out.print(f"{checked['errors']} problems block publishing: fix the file and load it again, or edit draft "
+                  f"{draft_id} in the planner page", markup=False)
+        raise typer.Exit(1)
+    out.print("no problems" + (f" ({checked['warnings']} warnings)" if checked["warnings"] else ""), markup=False)
+    if effective is not None:
+        v = grid.publish(engine, actor, draft_id, effective)
+        out.print(f"published as grid version {v['version']} effective {v['effective_date']}; "
+                  f"{v['reassigned_cases']} open cases reassigned", markup=False)
+
+
 @app.command()
 def export(
-    path: Annotated[Path, typer.Argument(help="folder to write the package into")],
+    path: Annotated[Path | None, typer.Argument(help="folder to write the package into")] = None,
     format: Annotated[str, typer.Option("--format", help="gpkg or geojson")] = "geojson",
     date: Annotated[str | None, typer.Option(help="cells valid on this day (YYYY-MM-DD); default today")] = None,
+    village: Annotated[str | None, typer.Option(help="only this village's live cells (with their grid workers), "
+                                                     "as a GeoPackage for QGIS; see `load --draft`")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="with --village: the .gpkg file to write")] = None,
 ) -> None:
-    """Write the dataset back as a boundary package."""
+    """Write the dataset back as a boundary package (or one village's cells with --village CODE --out FILE)."""
     from gis.store import export_dataset
 
+    if village is not None:
+        from gis.grid import export_village
+
+        target = out_file or path
+        if target is None:
+            raise WanggeError("--village needs --out FILE.gpkg")
+        written = export_village(_engine(), village, target, dt.date.fromisoformat(date) if date else None)
+        out.print(f"wrote {written}")
+        return
+    if path is None:
+        raise WanggeError("give a folder PATH to write the package into (or --village CODE --out FILE)")
     if format not in ("gpkg", "geojson"):
         raise WanggeError(f"unknown format {format!r}: use gpkg or geojson")
     on = dt.date.fromisoformat(date) if date else None
@@ -266,6 +323,98 @@ def _simulate_in_background(url: str, password: str, rate: str) -> None:
 
     threading.Thread(target=play, name="wangge-simulate", daemon=True).start()
     out.print(f"simulating {rate} reports from every channel (wangge demo --no-simulate to turn it off)")
+
+
+report_app = typer.Typer(no_args_is_help=True, help="Standalone HTML map reports that open offline.")
+app.add_typer(report_app, name="report")
+
+
+def _report_period(date_from: str | None, date_to: str | None) -> tuple[dt.datetime, dt.datetime]:
+    """[from, to) in Asia/Shanghai; a bare date means its midnight. Default: the 30 days up to the end of today."""
+    from gis.intake import TZ
+
+    def parse(value: str, option: str) -> dt.datetime:
+        try:
+            t = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise WanggeError(f"{option} {value!r} is not a date (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM)") from None
+        return t if t.tzinfo else t.replace(tzinfo=TZ)
+
+    end = parse(date_to, "--to") if date_to else dt.datetime.combine(dt.datetime.now(TZ).date(), dt.time(), TZ) \
+        + dt.timedelta(days=1)
+    start = parse(date_from, "--from") if date_from else end - dt.timedelta(days=30)
+    if start >= end:
+        raise WanggeError(f"--from {start:%Y-%m-%d %H:%M} is not before --to {end:%Y-%m-%d %H:%M} (--to is exclusive)")
+    return start, end
+
+
+def _report_write(kind: str, build: Callable[[], str], out_file: Path) -> None:
+    from gis.report import write_report
+
+    if out_file.suffix.lower() not in (".html", ".htm"):
+        raise WanggeError(f"--out {out_file} should be an .html file")
+    if not out_file.parent.is_dir():
+        raise WanggeError(f"--out: folder {out_file.parent} does not exist")
+    with err.status(f"computing the {kind} report …"):
+        doc = build()
+    write_report(doc, out_file)
+    out.print(f"wrote {out_file} ({len(doc.encode()) / 1e6:.1f} MB); it opens offline in any browser", markup=False)
+
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="start of the period (YYYY-MM-DD, Asia/Shanghai); "
+                                                            "default 30 days before --to")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="end of the period, exclusive (YYYY-MM-DD); "
+                                                        "default tomorrow 00:00")]
+OutOpt = Annotated[Path, typer.Option("--out", help="the HTML file to write")]
+LangOpt = Annotated[str, typer.Option("--lang", help="zh (default) or en")]
+
+
+@report_app.command("hotspots")
+def report_hotspots(
+    out_file: OutOpt,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    lang: LangOpt = "zh",
+    scope: Annotated[str | None, typer.Option(help="a township or village code to report on; default the district")
+                     ] = None,
+    size: Annotated[float, typer.Option(help="hexagon edge in metres")] = 250,
+    alpha: Annotated[float, typer.Option(help="significance level of the hot and cold spots")] = 0.05,
+) -> None:
+    """Hot and cold spots (Getis-Ord Gi*), density, recurring places and the village ranking for a period."""
+    from gis.report import LANGS, hotspots_report
+    from gis.workflow import Actor
+
+    if lang not in LANGS:
+        raise WanggeError(f"--lang {lang!r}: use zh or en")
+    if not 0 < alpha <= 0.1 or size < 20:
+        raise WanggeError("--alpha must lie in (0, 0.1] and --size be at least 20 metres")
+    if scope is not None and not (scope.isdigit() and len(scope) == 12):
+        raise WanggeError(f"--scope {scope!r}: give a 12-digit township or village code")
+    start, end = _report_period(date_from, date_to)
+    engine = _engine()
+    actor = Actor("cli", "leader", scope) if scope else None
+    _report_write("hotspots", lambda: hotspots_report(engine, start, end, lang=lang, actor=actor, size_m=size,
+                                                      alpha=alpha), out_file)
+
+
+@report_app.command("village")
+def report_village(
+    code: Annotated[str, typer.Argument(help="the village's 12-digit code")],
+    out_file: OutOpt,
+    date_from: FromOpt = None,
+    date_to: ToOpt = None,
+    lang: LangOpt = "zh",
+) -> None:
+    """One village: incidents per grid cell, hot and cold cells, recurring places, categories, for a period."""
+    from gis.report import LANGS, village_report
+
+    if lang not in LANGS:
+        raise WanggeError(f"--lang {lang!r}: use zh or en")
+    if not (code.isdigit() and len(code) == 12):
+        raise WanggeError(f"{code!r} is not a village code (12 digits)")
+    start, end = _report_period(date_from, date_to)
+    engine = _engine()
+    _report_write(f"village {code}", lambda: village_report(engine, code, start, end, lang=lang), out_file)
 
 
 def _register_simulate() -> None:
