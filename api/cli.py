@@ -263,6 +263,7 @@ def supervise() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="address to bind; default 127.0.0.1")] = None,
     port: Annotated[int | None, typer.Option(help="port; default 8000")] = None,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = True,
 ) -> None:
     """Serve the API (and its docs at /docs) over HTTP."""
     import uvicorn
@@ -271,9 +272,10 @@ def serve(
 
     settings = ServerSettings()
     engine = _engine()
-    out.print(f"serving on http://{host or settings.host}:{port or settings.port} (docs at /docs)")
+    base = f"http://{host or settings.host}:{port or settings.port}"
+    out.print(f"serving on {base}: the dashboard at {base}/dashboard/, API docs at /docs, OGC API at /ogc")
     uvicorn.run(create_app(engine.url.render_as_string(hide_password=False)),
-                host=host or settings.host, port=port or settings.port, log_level="info")
+                host=host or settings.host, port=port or settings.port, log_level="info", access_log=access_log)
 
 
 @app.command()
@@ -295,7 +297,7 @@ def demo(
               f" (from {path})"))
     if simulate:
         _simulate_in_background(f"http://127.0.0.1:{port or ServerSettings().port}", password, rate)
-    serve(host, port)
+    serve(host, port, access_log=not simulate)  # the simulator's requests would drown everything else
 
 
 def _simulate_in_background(url: str, password: str, rate: str) -> None:
