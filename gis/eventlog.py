@@ -24,6 +24,9 @@ def append(conn: Connection, event_id: int, at: dt.datetime, actor: str, role: s
 def notify(conn: Connection, ids: list[int]) -> None:
     """Tell listeners (the change feed) which events changed; delivered when the transaction commits."""
     unique = sorted(set(ids))
-    for start in range(0, len(unique), 500):  # a NOTIFY payload holds at most 8,000 bytes
-        payload = json.dumps({"ids": unique[start : start + 500]})
-        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
+    if not unique:
+        return
+    # A NOTIFY payload holds at most 8,000 bytes: chunks of 500 ids, all sent in one statement.
+    payloads = [json.dumps({"ids": unique[start : start + 500]}) for start in range(0, len(unique), 500)]
+    literal = "{" + ",".join('"' + p.replace('"', '\\"') + '"' for p in payloads) + "}"
+    conn.execute(text("SELECT pg_notify(:c, p) FROM unnest(CAST(:p AS text[])) p"), {"c": CHANNEL, "p": literal})

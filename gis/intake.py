@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, text
 
 from gis import eventlog
 from gis.errors import InvalidCoordinates, WanggeError
-from gis.intake_batch import Batch, array_literal, bucket
+from gis.intake_batch import MERGE_LOCKS, Batch, array_literal, bucket
 from gis.locate import Locator, Snapshot, assign_arrays, to_results
 from gis.taxonomy import Taxonomy
 from gis.workcalendar import WorkCalendar
@@ -108,13 +108,16 @@ class Intake:
             villages = self._villages(conn, {r.village_code for r in reports if r.village_code})
             self._validate(reports, devices, villages)
             located_all = self._locate([snaps[d] for d in days], reports, devices)
-            self.lock(conn, _KEY_LOCKS, sorted({bucket(r.source, k) for r in reports
-                                                 for k in (r.external_id, r.idempotency_key) if k}))
+            batch = Batch(self, conn, now, villages, snaps[days[0]].metric_epsg)
+            # One statement takes every lock the batch needs, in one global order (retried keys first, then the
+            # merge neighbourhoods), and turns sequential scans off for the index probes that follow.
+            self._lock_all(conn, sorted({bucket(r.source, k) for r in reports
+                                         for k in (r.external_id, r.idempotency_key) if k}),
+                           batch.merge_locks(reports, located_all))
             results: list[dict[str, Any] | None] = self._existing(conn, reports)
             todo = [i for i, r in enumerate(results) if r is None]
             located = [located_all[i] for i in todo]
-            epsg = snaps[days[0]].metric_epsg
-            results_todo = Batch(self, conn, now, villages, epsg).run([reports[i] for i in todo], located)
+            results_todo = batch.run([reports[i] for i in todo], located)
             for i, res in zip(todo, results_todo, strict=True):
                 results[i] = res
             final = [r for r in results if r is not None]
@@ -124,10 +127,14 @@ class Intake:
 
     # -- steps --------------------------------------------------------------------------------------------
     @staticmethod
-    def lock(conn: Connection, space: int, buckets: list[int]) -> None:
-        if buckets:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:space, b) FROM unnest(CAST(:b AS int[])) b"),
-                         {"space": space, "b": array_literal(buckets)})
+    def _lock_all(conn: Connection, keys: list[int], merges: list[int]) -> None:
+        conn.execute(text("""
+            SELECT set_config('enable_seqscan', 'off', true),
+                   (SELECT count(pg_advisory_xact_lock(l.space, l.b))
+                    FROM (SELECT :keys AS space, b, 1 AS o FROM unnest(CAST(:kb AS int[])) b
+                          UNION ALL SELECT :merges, b, 2 FROM unnest(CAST(:mb AS int[])) b ORDER BY o, b) l)"""),
+                     {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys),
+                      "mb": array_literal(merges)})
 
     @staticmethod
     def _devices(conn: Connection, ids: set[str | None]) -> dict[str, dict[str, Any]]:
@@ -191,25 +198,27 @@ class Intake:
                 for col, k in (("external_id", r.external_id), ("idempotency_key", r.idempotency_key)) if k]
         if not keys:
             return out
+        # One round trip: the keys of cases, and the external ids of reports merged into cases (a case's own
+        # first report is the case row itself). Cases win over merged reports.
+        wanted = {col: [(s, k) for _, s, c, k in keys if c == col] for col in ("external_id", "idempotency_key")}
+        rows = conn.execute(text("""
+            SELECT 1 AS o, e.source, 'external_id' AS col, e.external_id, e.id FROM events e
+            JOIN unnest(CAST(:es AS text[]), CAST(:ek AS text[])) AS w(s, k) ON e.source = w.s AND e.external_id = w.k
+            UNION ALL
+            SELECT 1, e.source, 'idempotency_key', e.idempotency_key, e.id FROM events e
+            JOIN unnest(CAST(:is AS text[]), CAST(:ik AS text[])) AS w(s, k)
+              ON e.source = w.s AND e.idempotency_key = w.k
+            UNION ALL
+            SELECT 2, r.source, 'external_id', r.external_id, r.event_id FROM event_reports r
+            JOIN unnest(CAST(:es AS text[]), CAST(:ek AS text[])) AS w(s, k) ON r.source = w.s AND r.external_id = w.k
+            ORDER BY 1"""), {
+            "es": array_literal([w[0] for w in wanted["external_id"]]),
+            "ek": array_literal([w[1] for w in wanted["external_id"]]),
+            "is": array_literal([w[0] for w in wanted["idempotency_key"]]),
+            "ik": array_literal([w[1] for w in wanted["idempotency_key"]])}).all()
         found: dict[tuple[str, str, str], int] = {}
-        for col in ("external_id", "idempotency_key"):
-            wanted = [(s, k) for _, s, c, k in keys if c == col]
-            if not wanted:
-                continue
-            rows = conn.execute(text(f"""SELECT e.source, e.{col}, e.id FROM events e
-                                         JOIN unnest(CAST(:s AS text[]), CAST(:k AS text[])) AS w(s, k)
-                                           ON e.source = w.s AND e.{col} = w.k"""),
-                                {"s": array_literal([w[0] for w in wanted]),
-                                 "k": array_literal([w[1] for w in wanted])}).all()
-            found |= {(r[0], col, r[1]): r[2] for r in rows}
-            if col == "external_id":
-                rows = conn.execute(text("""SELECT r.source, r.external_id, r.event_id FROM event_reports r
-                                            JOIN unnest(CAST(:s AS text[]), CAST(:k AS text[])) AS w(s, k)
-                                              ON r.source = w.s AND r.external_id = w.k"""),
-                                    {"s": array_literal([w[0] for w in wanted]),
-                                     "k": array_literal([w[1] for w in wanted])}).all()
-                for r in rows:
-                    found.setdefault((r[0], col, r[1]), r[2])
+        for r in rows:
+            found.setdefault((r[1], r[2], r[3]), r[4])
         for i, source, col, k in keys:
             if out[i] is None and (source, col, k) in found:
                 out[i] = {"id": found[(source, col, k)], "outcome": "duplicate"}

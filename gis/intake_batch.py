@@ -79,7 +79,6 @@ class Batch:
         occurred = [(r.occurred_at or self.now).astimezone(self.tz) for r in reports]
         mx, my = self._metric(located)
         mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
-        self._lock_neighbourhoods(reports, mergeable, mx, my)
         index = self._candidates(reports, mergeable, located, occurred)
         results: list[dict[str, Any]] = []
         can_merge = set(mergeable)
@@ -124,10 +123,12 @@ class Batch:
         x, y = transformer(4490, self.epsg).transform(lon, lat)
         return list(map(float, x)), list(map(float, y))
 
-    def _lock_neighbourhoods(self, reports: list[Report], mergeable: list[int], mx: list[float],
-                             my: list[float]) -> None:
-        """Two reports that could join each other (same category, within the merge distance) share a lock:
-        each locks every tile its distance square touches, and that square holds the other's tile."""
+    def merge_locks(self, reports: list[Report], located: list[Located]) -> list[int]:
+        """The lock buckets that serialise merging decisions (taken by the caller before anything is read).
+        Two reports that could join each other (same category, within the merge distance) share a lock: each
+        locks every tile its distance square touches, and that square holds the other's tile."""
+        mx, my = self._metric(located)
+        mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
         d = self.i.settings.merge_distance_m
         size = 4 * d
         keys: set[int] = {bucket("device", reports[k].category, reports[k].device_id)
@@ -139,7 +140,7 @@ class Batch:
             j0, j1 = np.floor((y - d) / size).astype(np.int64), np.floor((y + d) / size).astype(np.int64)
             for i, j in ((i0, j0), (i0, j1), (i1, j0), (i1, j1)):
                 keys.update(np.mod(cat * 1_000_003 + i * 92_821 + j * 68_917, BUCKETS).tolist())
-        self.i.lock(self.conn, MERGE_LOCKS, sorted(keys))
+        return sorted(keys)
 
     def _candidates(self, reports: list[Report], mergeable: list[int], located: list[Located],
                     occurred: list[dt.datetime]) -> MergeIndex:
@@ -148,8 +149,8 @@ class Batch:
             return index
         # Open cases near each report in space and time, plus open cases of the reporting devices.
         # One probe of ix_events_mergeable per report (category and a time window are selective; the box test is
-        # written so that it cannot pick the GiST index over all events, whose probes grow with the table).
-        self.conn.execute(text("SET LOCAL enable_seqscan = off"))
+        # written so that it cannot pick the GiST index over all events, whose probes grow with the table);
+        # enable_seqscan is off in this transaction (see Intake.ingest) whatever stale statistics say.
         cols = "e.id, e.category, e.device_id, ST_X(e.geom), ST_Y(e.geom), e.last_report_at, e.status, e.report_count"
         rows = self.conn.execute(text(f"""
             SELECT e.* FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[]), CAST(:c AS text[]),
