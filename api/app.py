@@ -86,6 +86,12 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
     app.include_router(grid_api.router)
     app.include_router(ogc.router)
 
+    # --- the Dash map dashboard under /dashboard/ (issue 4): same process, port and accounts ---
+    from dashboard.app import mount as mount_dashboard
+
+    mount_dashboard(app)
+    # --- end of the dashboard mount ---
+
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> Any:
         try:

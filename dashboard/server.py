@@ -1,0 +1,264 @@
+"""The dashboard's plain HTTP side on the wangge FastAPI app: session login, language switch, the live feed for the
+wall (server-sent events authenticated by the session cookie), CSV export, photos, and the page routes that hand
+the Dash shell to logged-in users only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import html
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jwt
+from dash.backends._fastapi import reset_current_request, set_current_request
+from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import text
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.auth import ALGORITHM, _cached_actor, issue_token
+from dashboard import data, i18n, ticker
+from dashboard.i18n import t
+from gis import accounts, kpi
+from gis.cases import get_event
+from gis.errors import NotFound
+from gis.intake import TZ
+from gis.workflow import Actor
+
+PREFIX = "/dashboard"
+SESSION_COOKIE = "wangge_session"
+LANG_COOKIE = "wangge_lang"
+FEED_DETAIL = 50  # cases per feed message sent with their details (the newest of a burst)
+
+
+class DashboardSettings(BaseSettings):
+    """`WANGGE_BASEMAP_URL` (a tile URL template), `WANGGE_BASEMAP_ATTRIBUTION`, `WANGGE_BASEMAP_CRS`
+    (`wgs84` for Tianditu/CGCS2000, `gcj02` for AMap/Tencent; guessed from the URL when unset)."""
+
+    model_config = SettingsConfigDict(env_prefix="WANGGE_", env_file=".env", extra="ignore")
+    basemap_url: str | None = None
+    basemap_attribution: str = ""
+    basemap_crs: str | None = None
+
+    @property
+    def gcj02(self) -> bool:
+        if not self.basemap_url:
+            return False
+        if self.basemap_crs:
+            return self.basemap_crs.lower().replace("-", "") == "gcj02"
+        return any(h in self.basemap_url for h in ("autonavi", "amap", "gtimg", "qq.com", "map.qq"))
+
+
+def lang_of(request: Request) -> str:
+    return i18n.lang_of(request.query_params.get("lang") or request.cookies.get(LANG_COOKIE))
+
+
+def actor_of(request: Request) -> Actor | None:
+    """The logged-in account behind the session cookie (a bearer JWT), or None."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(token, request.app.state.secret_key, algorithms=[ALGORITHM])
+    except jwt.PyJWTError:
+        return None
+    return _cached_actor(request, str(claims.get("sub")))
+
+
+def _safe_next(target: str | None) -> str:
+    return target if target and target.startswith(PREFIX + "/") and "//" not in target else f"{PREFIX}/wall"
+
+
+_LOGIN_PAGE = """<!doctype html><html lang="{html_lang}"><head><meta charset="utf-8"><title>{title}</title>
+<link rel="stylesheet" href="{prefix}/assets/dashboard.css"></head>
+<body class="login-body"><form class="login" method="post" action="{prefix}/login">
+<h1>{app_title}</h1><p class="login-error">{error}</p>
+<input type="hidden" name="next" value="{next}">
+<label>{username}<input name="username" autocomplete="username" required autofocus></label>
+<label>{password}<input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">{login_button}</button>
+<a class="lang-switch" href="{prefix}/lang/{other}?next={prefix}/login">{switch_lang}</a>
+</form></body></html>"""
+
+
+def login_page(lang: str, error: str = "", next_: str = "") -> str:
+    esc = html.escape
+    return _LOGIN_PAGE.format(
+        html_lang=t("html_lang", lang), title=esc(t("login_title", lang)), prefix=PREFIX,
+        app_title=esc(t("app_title", lang)), error=esc(error), next=esc(next_), username=esc(t("username", lang)),
+        password=esc(t("password", lang)), login_button=esc(t("login_button", lang)),
+        other="en" if lang == "zh" else "zh", switch_lang=esc(t("switch_lang", lang)))
+
+
+def build_router(index_html: Callable[[], str]) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+    @router.get("/login")
+    def login_form(request: Request, next: str = "") -> HTMLResponse:
+        return HTMLResponse(login_page(lang_of(request), next_=next))
+
+    @router.post("/login")
+    def login(request: Request, username: str = Form(...), password: str = Form(...),
+              next: str = Form("")) -> Response:
+        actor = accounts.authenticate(request.app.state.engine, username, password)
+        lang = lang_of(request)
+        if actor is None:
+            return HTMLResponse(login_page(lang, t("login_failed", lang), next), status_code=401)
+        resp = RedirectResponse(_safe_next(next), status_code=303)
+        minutes = request.app.state.auth.token_minutes
+        resp.set_cookie(SESSION_COOKIE, issue_token(request, actor), max_age=minutes * 60, httponly=True,
+                        samesite="lax", path="/")
+        return resp
+
+    @router.get("/logout")
+    def logout() -> Response:
+        resp = RedirectResponse(f"{PREFIX}/login", status_code=303)
+        resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    @router.get("/lang/{lang}")
+    def switch_language(lang: str, next: str = "") -> Response:
+        resp = RedirectResponse(_safe_next(next) if next != f"{PREFIX}/login" else next, status_code=303)
+        resp.set_cookie(LANG_COOKIE, i18n.lang_of(lang), max_age=365 * 86400, samesite="lax", path="/")
+        return resp
+
+    async def page(request: Request) -> Response:
+        if await asyncio.to_thread(actor_of, request) is None:
+            return RedirectResponse(f"{PREFIX}/login?next={quote(request.url.path)}", status_code=303)
+        token = set_current_request(request)  # Dash builds its index from the current request
+        try:
+            return HTMLResponse(index_html())
+        finally:
+            reset_current_request(token)
+
+    for path in ("", "/", "/wall", "/hotspots", "/villages", "/planner", "/events/{event_id}"):
+        router.add_api_route(path, page, methods=["GET"])
+    router.page = page  # type: ignore[attr-defined]  # for install_fallback
+
+    @router.get("/feed")
+    async def feed(request: Request) -> Response:
+        """The wall's live feed: changed cases in the session's scope, pushed as they commit (LISTEN/NOTIFY)."""
+        actor = actor_of(request)
+        if actor is None:
+            raise HTTPException(401, "log in first")
+        hub = request.app.state.feed
+        shift = DashboardSettings().gcj02
+        engine = request.app.state.engine
+        lang, taxonomy = lang_of(request), request.app.state.taxonomy
+
+        def rows_for(ids: list[int]) -> list[dict[str, Any]]:
+            rows = data.changed_events(engine, actor, ids, shift)
+            return [{k: r[k] for k in ("id", "status", "lon", "lat", "new")}
+                    | {"entry": ticker.entry(r, lang, taxonomy)} for r in rows]
+
+        async def stream() -> AsyncIterator[str]:
+            with hub.subscribe() as queue:
+                yield "retry: 2000\n: connected\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        ids = await asyncio.wait_for(queue.get(), timeout=15)
+                    except TimeoutError:
+                        yield ": heartbeat\n\n"
+                        continue
+                    burst = set(ids)
+                    while not queue.empty():  # coalesce a burst into one message
+                        burst.update(queue.get_nowait())
+                    # A mass update (a supervision sweep marking thousands overdue) must not flood the wall: the
+                    # newest cases are what the ticker and the markers show; the rest only triggers a refresh.
+                    newest = sorted(burst, reverse=True)[:FEED_DETAIL]
+                    rows = await asyncio.to_thread(rows_for, newest)
+                    if rows or len(burst) > len(newest):
+                        yield f"event: change\ndata: {json.dumps(rows, default=str)}\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @router.get("/villages.csv")
+    def villages_csv(request: Request, days: int = 30) -> Response:
+        actor = actor_of(request)
+        if actor is None:
+            raise HTTPException(401, "log in first")
+        now = dt.datetime.now(TZ)
+        rows = village_table(request.app.state.engine, actor, now - dt.timedelta(days=days), now)
+        lang = lang_of(request)
+        cols = VILLAGE_COLUMNS
+        lines = [",".join(t(label, lang) for _, label in cols)]
+        for r in rows:
+            lines.append(",".join(_csv(r.get(k)) for k, _ in cols))
+        name = f"villages-{now:%Y%m%d}.csv"
+        return Response("\ufeff" + "\n".join(lines) + "\n", media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @router.get("/photos/{attachment_id}")
+    def photo(request: Request, attachment_id: int) -> Response:
+        actor = actor_of(request)
+        if actor is None:
+            raise HTTPException(401, "log in first")
+        with request.app.state.engine.connect() as conn:
+            row = conn.execute(text("SELECT event_id, path, content_type FROM attachments WHERE id = :i"),
+                               {"i": attachment_id}).first()
+        if row is None or not row.path:
+            raise HTTPException(404, "no such photo")
+        try:
+            get_event(request.app.state.engine, row.event_id, actor)
+        except NotFound as exc:
+            raise HTTPException(404, "no such photo") from exc
+        return FileResponse(Path(row.path), media_type=row.content_type)
+
+    return router
+
+
+VILLAGE_COLUMNS = (("code", "col_id"), ("name", "col_village"), ("population", "col_population"),
+                   ("area_km2", "col_area"), ("events", "col_events"), ("previous", "col_previous"),
+                   ("per_km2", "col_per_km2"), ("per_1000", "col_per_1000"), ("open", "col_open"),
+                   ("in_progress", "col_in_progress"), ("overdue", "col_overdue"),
+                   ("closed_today", "col_closed_today"), ("on_time_rate", "col_on_time"))
+
+
+def _csv(v: Any) -> str:
+    s = "" if v is None else str(v)
+    return f'"{s}"' if any(c in s for c in ',"\n') else s
+
+
+def village_table(engine: Any, actor: Actor, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
+    """Village stats for the window, completed with the closure rate of the evaluation indicators."""
+    rows = data.village_stats(engine, actor, start, end)
+    closure = {r["key"]: r["closure_rate"] for r in kpi.kpis(engine, actor, start, end, "village")}
+    for r in rows:
+        r["closure_rate"] = closure.get(r["code"])
+    return rows
+
+
+class DashboardGZip:
+    """Gzip for the dashboard's pages, scripts and callbacks only (the API and the feed are left as they are)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=800)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(PREFIX) and path != f"{PREFIX}/feed":
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def install_fallback(app: FastAPI, page: Callable[..., Any]) -> None:
+    """Any other GET under /dashboard/ (registered after Dash's routes, so those match first) is a page too."""
+    app.add_api_route(PREFIX + "/{rest:path}", page, methods=["GET"], include_in_schema=False)
+
+
+def install(app: FastAPI, index_html: Callable[[], str]) -> Callable[..., Any]:
+    """The dashboard's routes and gzip; returns the page handler (for install_fallback)."""
+    router = build_router(index_html)
+    app.include_router(router)
+    app.add_middleware(DashboardGZip)
+    return router.page  # type: ignore[attr-defined]
