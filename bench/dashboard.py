@@ -36,19 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # dashboard package. bench/ goes last (for locate.py), the project first.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"] + [str(ROOT / "bench")]
 
-import contextlib  # noqa: E402
-import secrets  # noqa: E402
-import socket  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
+from ingest import http_server  # noqa: E402  (bench/ingest.py: the app under uvicorn in a subprocess)
 from locate import console, machine, recreate, server, step, write_results  # noqa: E402
 from playwright.sync_api import Browser, sync_playwright  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from api.app import create_app  # noqa: E402
 from dashboard import data  # noqa: E402
 from gis import accounts, db  # noqa: E402
 from gis.intake import TZ  # noqa: E402
@@ -254,36 +249,6 @@ def live_latency(browser: Browser, base: str, cookie: dict[str, Any], url: str, 
     return out
 
 
-@contextlib.contextmanager
-def http_server(url: str, log: Path) -> Iterator[int]:
-    """The port of the wangge app served by uvicorn in a subprocess (this script with --serve)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    # Never the project's .wangge/secret_key. No supervision sweeps: the first sweep over a million synthetic cases
-    # that were never swept (100,000 open, most past their deadline) is a batch job of its own, not the wall's load.
-    env = os.environ | {"WANGGE_SECRET_KEY": secrets.token_urlsafe(48), "WANGGE_SUPERVISION_SECONDS": "0"}
-    cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--database-url", url]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"the wangge server did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        size = log.stat().st_size
-        if size:
-            console.print(f"server log: {size:,} bytes; its end:\n{log.read_text(errors='replace')[-1500:]}")
-
-
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
@@ -297,12 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20240226)
     ap.add_argument("--screenshots", type=Path, help="also save wall.png and hotspots.png into this folder")
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
-    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.serve:
-        uvicorn.run(create_app(args.database_url), host="127.0.0.1", port=args.port, log_level="warning")
-        return 0
     url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
     git = [subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
            for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])]
@@ -314,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         db_url, out["database"] = prepare(admin_url, args.events, args.seed)
         out["server_s"] = server_side(db_url)
         villages = villages_in_scope(db_url)
-        with http_server(db_url, Path(tmp) / "server.log") as port, sync_playwright() as pw:
+        # No supervision sweeps: the first sweep over a million synthetic cases that were never swept (100,000
+        # open, most past their deadline) is a batch job of its own, not the wall's load.
+        quiet = {"WANGGE_SUPERVISION_SECONDS": "0"}
+        with http_server("wangge", db_url, Path(tmp) / "server.log", quiet) as port, sync_playwright() as pw:
             base = f"http://127.0.0.1:{port}"
             browser = launch(pw)
             cookie = session_cookie(base)

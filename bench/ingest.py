@@ -123,12 +123,13 @@ def serve(kind: str, port: int, url: str | None) -> None:
 
 
 @contextlib.contextmanager
-def http_server(kind: str, url: str | None, log: Path) -> Iterator[int]:
-    """The port of `kind` served by uvicorn in a subprocess running this script with --serve."""
+def http_server(kind: str, url: str | None, log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
+    """The port of `kind` served by uvicorn in a subprocess running this script with --serve (extra `env`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    env = os.environ | {"WANGGE_SECRET_KEY": secrets.token_urlsafe(48)}  # never the project's .wangge/secret_key
+    # Never the project's .wangge/secret_key.
+    env = os.environ | {"WANGGE_SECRET_KEY": secrets.token_urlsafe(48)} | (env or {})
     cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port)] + (["--database-url", url] if url else [])
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
