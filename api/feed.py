@@ -34,6 +34,9 @@ class Feed:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Bumped on every notification and on every (re)connect (notifications may have been missed meanwhile):
+        # figures computed at an older generation may be stale (dashboard.snapshot).
+        self.generation = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._listen, name="wangge-feed", daemon=True)
@@ -48,6 +51,8 @@ class Feed:
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    with self._lock:
+                        self.generation += 1
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=1.0):
                             self._publish(json.loads(n.payload).get("ids", []))
@@ -56,6 +61,7 @@ class Feed:
 
     def _publish(self, ids: list[int]) -> None:
         with self._lock:
+            self.generation += 1
             subs = list(self._subscribers)
         for loop, queue in subs:
             with contextlib.suppress(RuntimeError):

@@ -21,7 +21,7 @@ from dash.exceptions import PreventUpdate
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from dashboard import data, i18n, server, ticker
+from dashboard import data, i18n, server, snapshot, ticker
 from dashboard.i18n import t
 from dashboard.server import PREFIX, DashboardSettings
 from gis.intake import TZ
@@ -157,9 +157,12 @@ def legend(c: _Ctx, bounds: list[float], metric: str) -> list[Any]:
 
 def village_colours(c: _Ctx, window: str | None, metric: str | None) -> tuple[dict[str, Any], list[Any], list[Any],
                                                                             list[Any], list[dict[str, Any]]]:
-    now = dt.datetime.now(TZ)
-    start, end = _window(window, now)
-    stats = data.village_stats(c.engine, c.actor, start, end, now=now)
+    if window in (None, "today"):  # today's figures are shared by every screen of the scope
+        stats = snapshot.wall(c.app.state, c.actor).result()["villages"]
+    else:
+        now = dt.datetime.now(TZ)
+        start, end = _window(window, now)
+        stats = data.village_stats(c.engine, c.actor, start, end, now=now)
     key = "per_1000" if metric == "1000" else "per_km2"
     bounds = breaks([s[key] or 0 for s in stats])
     colours = {s["code"]: colour_for(s[key], bounds) for s in stats}
@@ -179,7 +182,8 @@ def village_colours(c: _Ctx, window: str | None, metric: str | None) -> tuple[di
 
 
 def kpi_tiles(c: _Ctx) -> tuple[list[Any], list[Any]]:
-    f = data.today_figures(c.engine, c.actor)
+    w = snapshot.wall(c.app.state, c.actor).result()
+    f = w["totals"] | {"platforms": w["platforms"]}
     tiles = [("kpi_received", i18n.fmt_int(f["received"], c.lang), ""),
              ("kpi_closed", i18n.fmt_int(f["closed"], c.lang), ""),
              ("kpi_on_time", i18n.fmt_pct(f["on_time_rate"], c.lang), ""),
@@ -655,6 +659,7 @@ def build(app: FastAPI) -> Dash:
 def mount(app: FastAPI) -> Dash:
     """Serve the dashboard under /dashboard/ on this FastAPI app (login, live feed, pages)."""
     index: list[Any] = []
+    app.state.snapshots = snapshot.Snapshots()
     page = server.install(app, lambda: str(index[0]()))  # before Dash's own routes, so that pages need a session
     dash_app = build(app)
 

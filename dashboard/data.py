@@ -13,13 +13,11 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from gis import hotspots
 from gis.cases import scope_level, scope_sql
 from gis.gcj02 import wgs84_to_gcj02
 from gis.intake import TZ
 from gis.workflow import OPEN_SQL, Actor
-
-OPEN_NOT_STARTED = "('needs_location', 'reported', 'accepted', 'dispatched')"
-IN_PROGRESS = "('in_progress', 'feedback', 'review')"
 
 
 def villages_clause(actor: Actor) -> tuple[str, dict[str, Any]]:
@@ -132,84 +130,74 @@ def local_midnight(now: dt.datetime) -> dt.datetime:
 
 def village_stats(engine: Engine, actor: Actor, start: dt.datetime, end: dt.datetime,
                   now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Per village in scope: density in [start, end) and the backlog now (gis.hotspots when it is there)."""
-    try:
-        from gis import hotspots
-
-        return hotspots.village_stats(engine, start, end, actor=actor, now=now)
-    except (ImportError, NotImplementedError):
-        return _village_stats(engine, actor, start, end, now or dt.datetime.now(TZ))
+    """Per village in scope: density in [start, end) and the backlog now (gis.hotspots.village_stats)."""
+    return hotspots.village_stats(engine, start, end, actor=actor, now=now)
 
 
-def _village_stats(engine: Engine, actor: Actor, start: dt.datetime, end: dt.datetime,
-                   now: dt.datetime) -> list[dict[str, Any]]:
-    # Interim until gis.hotspots.village_stats lands: one pass over the scope's events, grouped by village.
-    vclause, vparams = villages_clause(actor)
-    eclause, eparams = scope_sql(actor)
-    sql = f"""
-        WITH agg AS (
-            SELECT e.village_code AS code,
-                   count(*) FILTER (WHERE e.received_at >= :start AND e.received_at < :end) AS events,
-                   count(*) FILTER (WHERE e.received_at >= :start - (:end - :start) AND e.received_at < :start)
-                       AS previous,
-                   count(*) FILTER (WHERE e.status IN {OPEN_NOT_STARTED}) AS open,
-                   count(*) FILTER (WHERE e.status IN {IN_PROGRESS}) AS in_progress,
-                   count(*) FILTER (WHERE e.status IN {OPEN_SQL} AND (e.overdue OR e.deadline < :now)) AS overdue,
-                   count(*) FILTER (WHERE e.status = 'closed' AND e.closed_at >= :day) AS closed_today,
-                   count(*) FILTER (WHERE e.status = 'closed' AND e.received_at >= :start
-                                    AND e.received_at < :end) AS closed,
-                   count(*) FILTER (WHERE e.status = 'closed' AND e.received_at >= :start
-                                    AND e.received_at < :end AND e.closed_at <= e.deadline) AS on_time
-            FROM events e
-            WHERE {eclause} AND e.village_code IS NOT NULL
-              AND (e.received_at >= :start - (:end - :start) OR e.status IN {OPEN_SQL} OR e.closed_at >= :day)
-            GROUP BY e.village_code)
-        SELECT v.code, v.name, v.area_m2 / 1e6 AS area_km2, v.population,
-               coalesce(a.events, 0) AS events, coalesce(a.previous, 0) AS previous,
-               coalesce(a.open, 0) AS open, coalesce(a.in_progress, 0) AS in_progress,
-               coalesce(a.overdue, 0) AS overdue, coalesce(a.closed_today, 0) AS closed_today,
-               coalesce(a.closed, 0) AS closed, coalesce(a.on_time, 0) AS on_time
-        FROM jurisdictions v LEFT JOIN agg a ON a.code = v.code
-        WHERE v.level = 'village' AND {vclause}
-        ORDER BY coalesce(a.events, 0) DESC, v.code"""
-    with engine.connect() as conn:
-        rows = conn.execute(text(sql), {**vparams, **eparams, "start": start, "end": end, "now": now,
-                                        "day": local_midnight(now)}).all()
-    out = []
-    for r in rows:
-        area = float(r.area_km2 or 0)
-        out.append({
-            "code": r.code, "name": r.name, "area_km2": round(area, 3), "population": r.population,
-            "events": r.events, "per_km2": round(r.events / area, 2) if area else None,
-            "per_1000": round(r.events * 1000 / r.population, 2) if r.population else None,
-            "open": r.open, "in_progress": r.in_progress, "overdue": r.overdue, "closed_today": r.closed_today,
-            "on_time_rate": round(r.on_time / r.closed, 4) if r.closed else None, "previous": r.previous,
-            "trend": (r.events > r.previous) - (r.events < r.previous),
-        })
-    return out
+def wall_figures(engine: Engine, actor: Actor, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the wall shows for today, from one pass over the cases that matter (today's, the backlog):
 
-
-def today_figures(engine: Engine, actor: Actor, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Today's KPIs (received, closed, on-time rate of today's closures), the backlog, and received per platform."""
-    now = now or dt.datetime.now(TZ)
-    day = local_midnight(now)
+    `villages`: the rows of gis.hotspots.village_stats for today's window (code, name, area_km2, population, events,
+    per_km2, per_1000, open, in_progress, overdue, closed_today) with every village in scope; `totals`: received
+    today, closed today, on_time_rate of today's closures, open and overdue, the triage queue (cases without a
+    village) included; `platforms`: received today per platform.
+    """
+    now = (now or dt.datetime.now(TZ)).astimezone(TZ)
+    day0 = local_midnight(now)
     clause, params = scope_sql(actor)
+    vclause, vparams = villages_clause(actor)
+    open_ = "e.status NOT IN ('closed', 'rejected')"
+    today = "e.received_at >= :day0 AND e.received_at < :day1"
+    closed_today = "e.status = 'closed' AND e.closed_at >= :day0 AND e.closed_at < :day1"
+    sql = f"""
+        SELECT e.village_code AS code, e.platform,
+               count(*) FILTER (WHERE {today}) AS received,
+               count(*) FILTER (WHERE {closed_today}) AS closed_today,
+               count(*) FILTER (WHERE {closed_today} AND e.closed_at <= e.deadline) AS on_time_today,
+               count(*) FILTER (WHERE {open_} AND e.received_at < :day1) AS open,
+               count(*) FILTER (WHERE e.status IN ('dispatched', 'in_progress', 'feedback', 'review')
+                                AND e.received_at < :day1) AS in_progress,
+               count(*) FILTER (WHERE {open_} AND e.received_at < :day1 AND (e.overdue OR e.deadline < :now))
+                   AS overdue
+        FROM events e
+        WHERE {clause} AND (({today}) OR {open_} OR ({closed_today}))
+        GROUP BY 1, 2"""
+    keys = ("received", "closed_today", "on_time_today", "open", "in_progress", "overdue")
     with engine.connect() as conn:
-        r = conn.execute(text(f"""
-            SELECT count(*) FILTER (WHERE e.received_at >= :day) AS received,
-                   count(*) FILTER (WHERE e.status = 'closed' AND e.closed_at >= :day) AS closed,
-                   count(*) FILTER (WHERE e.status = 'closed' AND e.closed_at >= :day
-                                    AND e.closed_at <= e.deadline) AS on_time,
-                   count(*) FILTER (WHERE e.status IN {OPEN_SQL}) AS open,
-                   count(*) FILTER (WHERE e.status IN {OPEN_SQL} AND (e.overdue OR e.deadline < :now)) AS overdue
-            FROM events e WHERE {clause}
-              AND (e.received_at >= :day OR e.closed_at >= :day OR e.status IN {OPEN_SQL})"""),
-            {**params, "day": day, "now": now}).one()
-        platforms = {p: n for p, n in conn.execute(text(f"""
-            SELECT e.platform, count(*) FROM events e WHERE {clause} AND e.received_at >= :day
-            GROUP BY e.platform"""), {**params, "day": day}).all()}
-    return {"received": r.received, "closed": r.closed, "open": r.open, "overdue": r.overdue,
-            "on_time_rate": round(r.on_time / r.closed, 4) if r.closed else None, "platforms": platforms}
+        # One scan on one core: a parallel plan is no faster here (a few hundred thousand rows to count), and the
+        # wall is computed while a browser loads the page on the same machine.
+        conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        villages = conn.execute(text(f"""SELECT v.code, v.name, v.area_m2, v.population FROM jurisdictions v
+                                         WHERE v.level = 'village' AND {vclause}"""), vparams).all()
+        groups = conn.execute(text(sql), {**params, "day0": day0, "day1": day0 + dt.timedelta(days=1),
+                                          "now": now}).all()
+    per_village: dict[str, dict[str, int]] = {}
+    totals = dict.fromkeys(keys, 0)
+    platforms: dict[str, int] = {}
+    for g in groups:
+        acc = per_village.setdefault(g.code, dict.fromkeys(keys, 0)) if g.code else None
+        for k in keys:
+            totals[k] += getattr(g, k)
+            if acc is not None:
+                acc[k] += getattr(g, k)
+        if g.received:
+            platforms[g.platform] = platforms.get(g.platform, 0) + g.received
+    rows = []
+    for v in villages:
+        acc = per_village.get(v.code, dict.fromkeys(keys, 0))
+        km2 = float(v.area_m2 or 0) / 1e6
+        n = acc["received"]
+        rows.append({"code": v.code, "name": v.name, "area_km2": round(km2, 3), "population": v.population,
+                     "events": n, "per_km2": round(n / km2, 2) if km2 else None,
+                     "per_1000": round(n * 1000 / v.population, 2) if v.population else None,
+                     "open": acc["open"], "in_progress": acc["in_progress"], "overdue": acc["overdue"],
+                     "closed_today": acc["closed_today"]})
+    rows.sort(key=lambda r: (-r["events"], r["code"]))
+    return {"villages": rows, "platforms": platforms,
+            "totals": {"received": totals["received"], "closed": totals["closed_today"], "open": totals["open"],
+                       "overdue": totals["overdue"],
+                       "on_time_rate": (round(totals["on_time_today"] / totals["closed_today"], 4)
+                                        if totals["closed_today"] else None)}}
 
 
 def latest_events(engine: Engine, actor: Actor, limit: int = 12) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import ALGORITHM, _cached_actor, issue_token
-from dashboard import data, i18n, ticker
+from dashboard import data, i18n, snapshot, ticker
 from dashboard.i18n import t
 from gis import accounts, kpi
 from gis.cases import get_event
@@ -130,8 +130,12 @@ def build_router(index_html: Callable[[], str]) -> APIRouter:
         return resp
 
     async def page(request: Request) -> Response:
-        if await asyncio.to_thread(actor_of, request) is None:
+        actor = await asyncio.to_thread(actor_of, request)
+        if actor is None:
             return RedirectResponse(f"{PREFIX}/login?next={quote(request.url.path)}", status_code=303)
+        if request.url.path.rstrip("/") in (PREFIX, f"{PREFIX}/wall"):
+            # The wall's figures are computed while the browser loads the scripts; the layout request picks them up.
+            snapshot.wall(request.app.state, actor)
         token = set_current_request(request)  # Dash builds its index from the current request
         try:
             return HTMLResponse(index_html())

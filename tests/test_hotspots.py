@@ -277,3 +277,35 @@ def test_bad_periods_are_refused(town: Town) -> None:
         hotspots.hex_density(town.engine, dt.datetime(2026, 6, 1), dt.datetime(2026, 7, 1))
     with pytest.raises(ValueError, match="unit"):
         hotspots.getis_ord(town.engine, START, END, unit="county")  # type: ignore[arg-type]
+
+
+def test_wall_figures_by_hand(stats_db: tuple[Engine, str, str]) -> None:
+    """The wall's one-pass figures for today: the same village rows as village_stats over today, and the totals."""
+    from dashboard import data
+
+    engine, a, b = stats_db
+    with engine.begin() as conn:
+        # Village B: received and closed today, on time, a market case. A report nobody could place (no village,
+        # no township: the triage queue), received today and still open.
+        add_event(conn, *inner_point(conn, b), NOW - dt.timedelta(hours=3), status="closed",
+                  closed_at=NOW - dt.timedelta(hours=1), platform="market", category="street_vending")
+        add_event(conn, 0.0, 0.0, NOW - dt.timedelta(hours=2), status="needs_location")
+    centre = Actor("c", "command_centre", TOWN)
+    wall = data.wall_figures(engine, centre, now=NOW)
+    day0 = dt.datetime(2026, 6, 30, tzinfo=TZ)
+    expected = hotspots.village_stats(engine, day0, day0 + DAY, actor=centre, now=NOW)
+    keys = ("code", "events", "per_km2", "per_1000", "open", "in_progress", "overdue", "closed_today")
+    assert [{k: r[k] for k in keys} for r in wall["villages"]] == [{k: r[k] for k in keys} for r in expected]
+    rows = {r["code"]: r for r in wall["villages"]}
+    assert (rows[b]["events"], rows[b]["closed_today"]) == (1, 1)
+    assert (rows[a]["events"], rows[a]["open"], rows[a]["in_progress"], rows[a]["overdue"],
+            rows[a]["closed_today"]) == (0, 3, 2, 2, 1)
+    # Totals: the triage case counts (received, open) though it is in no village; of today's two closures (A's
+    # late one, B's on-time one) half were on time.
+    assert wall["totals"] == {"received": 2, "closed": 2, "open": 4, "overdue": 2, "on_time_rate": 0.5}
+    assert wall["platforms"] == {"market": 1, "enforcement": 1}
+    # A township leader does not see the triage queue; a village leader sees their village only.
+    leader = data.wall_figures(engine, Actor("t", "leader", TOWN), now=NOW)
+    assert leader["totals"]["received"] == 1 and leader["platforms"] == {"market": 1}
+    village = data.wall_figures(engine, Actor("vl", "grid_leader", a), now=NOW)
+    assert [r["code"] for r in village["villages"]] == [a] and village["totals"]["open"] == 3
