@@ -62,6 +62,16 @@ def check_postgis(bindir: Path) -> None:
         )
 
 
+def memory_settings(ram_bytes: int | None = None) -> dict[str, str]:
+    """shared_buffers an eighth of the machine's memory (128 MB–4 GB: the app, and on a wall PC a browser, share
+    the machine) and effective_cache_size half of it."""
+    if ram_bytes is None:
+        ram_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mb = ram_bytes // 2**20
+    return {"shared_buffers": f"'{min(max(mb // 8, 128), 4096)}MB'",
+            "effective_cache_size": f"'{max(mb // 2, 256)}MB'"}
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -169,7 +179,9 @@ class Cluster:
             "unix_socket_directories": "''",
             "port": str(_free_port()),
             "max_connections": "100",
-            "shared_buffers": "'256MB'",
+            # Sized to the machine: PostgreSQL's own 128 MB leaves a million cases on disk, and the page cache of a
+            # virtual machine may be reclaimed from under it.
+            **memory_settings(),
             "work_mem": "'32MB'",
             "maintenance_work_mem": "'256MB'",
             "logging_collector": "off",

@@ -10,15 +10,23 @@ from pathlib import Path
 
 import pytest
 import shapely
+from sqlalchemy import text
 
 from gis import db
-from gis.cluster import Cluster
+from gis.cluster import Cluster, memory_settings
 
 
 def wangge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("WANGGE_")}
     return subprocess.run([sys.executable, "-m", "api", *args], capture_output=True, text=True,
                           env=base | (env or {}), timeout=180, stdin=subprocess.DEVNULL)
+
+
+def _mb(setting: str) -> float:
+    """'3GB', '3053MB', '8192kB' → megabytes."""
+    units = {"kB": 1 / 1024, "MB": 1, "GB": 1024, "TB": 1024 * 1024}
+    unit = setting.lstrip("0123456789")
+    return int(setting[: len(setting) - len(unit)]) * units[unit]
 
 
 def test_db_start_status_stop_on_a_project_local_cluster(tmp_path: Path) -> None:
@@ -33,6 +41,13 @@ def test_db_start_status_stop_on_a_project_local_cluster(tmp_path: Path) -> None
         assert status.returncode == 0 and "running" in status.stdout and url in status.stdout
         up = wangge("db", "upgrade", env=env)
         assert up.returncode == 0 and f"schema at revision {db.head()}" in up.stdout
+        # Sized to this machine, not PostgreSQL's 128 MB: an eighth of the memory for shared buffers.
+        with db.engine_for(url).connect() as conn:
+            shown = {k: conn.execute(text(f"SHOW {k}")).scalar_one() for k in ("shared_buffers",
+                                                                              "effective_cache_size")}
+        db.engine_for(url).dispose()
+        want = memory_settings()
+        assert all(_mb(shown[k]) == _mb(want[k].strip("'")) for k in shown), (shown, want)
     finally:
         stop = wangge("db", "stop", env=env)
     assert stop.returncode == 0 and "stopped" in stop.stdout

@@ -234,3 +234,16 @@ def test_villages_csv_export_follows_the_scope(site: Site) -> None:
     assert csv.status_code == 200
     lines = csv.text.lstrip("\ufeff").strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith(site.village)
+
+
+def test_scripts_come_compressed_and_the_same_for_every_browser(site: Site) -> None:
+    page = httpx.get(f"{site.url}/dashboard/login")
+    css = f"{site.url}/dashboard/assets/dashboard.css"
+    first, second = (httpx.get(css, headers={"Accept-Encoding": "gzip"}) for _ in range(2))
+    assert page.status_code == 200 and first.status_code == second.status_code == 200
+    assert first.headers["content-encoding"] == second.headers["content-encoding"] == "gzip"
+    assert first.content == second.content and b".wall" in first.content  # httpx decompresses
+    plain = httpx.get(css, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == first.content
+    # Pages and data are never served from that store: the wall needs a session, whatever was fetched before.
+    assert httpx.get(f"{site.url}/dashboard/wall", headers={"Accept-Encoding": "gzip"}).status_code in (303, 307)
