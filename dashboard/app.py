@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -253,10 +254,10 @@ def wall_page(c: _Ctx) -> Any:
             html.H2(t("village_status", c.lang)), html.Div(table, id="village-table"),
             html.H2(t("ticker", c.lang)),
             html.Ul([ticker.item(x) for x in entries] or [html.Li(t("none_yet", c.lang), className="muted")],
-                    id="ticker", className="ticker"),
-            dcc.Store(id="ticker-data", data=entries),
+                    id="ticker", className="ticker",
+                    **_attrs({"data-entries": json.dumps(entries, ensure_ascii=False), "data-size": str(ticker.SIZE)})),
         ]),
-        dcc.Interval(id="tick", interval=30_000), dcc.Interval(id="prune", interval=5_000),
+        dcc.Interval(id="tick", interval=30_000),
         html.Div(id="wall-ready", className="hidden", **_attrs({"data-ready": "1"})),
     ])
 
@@ -540,7 +541,7 @@ def _shell() -> Any:
             content = render(c, page.path, "?" + page.query if page.query else "")
     except (PreventUpdate, RuntimeError):
         content = None
-    return html.Div([dcc.Location(id="url"), dcc.Store(id="feed"), dcc.Store(id="feed-slow"),
+    return html.Div([dcc.Location(id="url"), dcc.Store(id="feed-slow"),
                      html.Div(content, id="page", className="page")])
 
 
@@ -566,12 +567,8 @@ def build(app: FastAPI) -> Dash:
         c = _Ctx()
         return await run(render, c, pathname, search)
 
-    # The wall: the ticker follows every change at once; the heavier figures at most every 2 s (feed-slow).
-    dash_app.clientside_callback(
-        f"function(feed, entries) {{ return window.wangge.mergeTicker(feed, entries, {ticker.SIZE}); }}",
-        Output("ticker", "children"), Output("ticker-data", "data"), Input("feed", "data"),
-        State("ticker-data", "data"), prevent_initial_call=True)
-
+    # The wall: the ticker and the live markers follow every change at once, in the browser (assets/dashboard.js
+    # sets them from the live feed); the heavier figures at most every 2 s (feed-slow).
     @dash_app.callback(Output("kpis", "children"), Output("platforms", "children"),
                        Input("feed-slow", "data"), Input("tick", "n_intervals"), prevent_initial_call=True)
     async def kpis(_: Any, __: Any) -> Any:
@@ -593,11 +590,6 @@ def build(app: FastAPI) -> Dash:
         if zoom is None or zoom < 15:
             return EMPTY_FC
         return await run(geo, c, "cells")
-
-    dash_app.clientside_callback(
-        "function(feed, n, live) { return window.wangge.mergeLive(feed, live); }",
-        Output("live-layer", "data"), Input("feed", "data"), Input("prune", "n_intervals"), State("live-layer", "data"),
-        prevent_initial_call=True)
 
     # Hotspots.
     @dash_app.callback(Output("hot-density", "data"), Output("hot-density", "hideout"), Output("hot-gi", "data"),

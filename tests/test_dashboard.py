@@ -247,3 +247,34 @@ def test_scripts_come_compressed_and_the_same_for_every_browser(site: Site) -> N
     assert "content-encoding" not in plain.headers and plain.content == first.content
     # Pages and data are never served from that store: the wall needs a session, whatever was fetched before.
     assert httpx.get(f"{site.url}/dashboard/wall", headers={"Accept-Encoding": "gzip"}).status_code in (303, 307)
+
+
+def test_the_wall_stays_bounded_under_a_stream_of_new_cases(site: Site, browser: Browser) -> None:
+    """A wall runs for days: however many cases arrive, the ticker keeps its 10 lines and the map at most 100 live
+    markers (dashboard.js LIVE_MAX), so the page does not grow."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    watch = Watch().attach(page)
+    login(page, site.url, "centre", PASSWORD)
+    open_wall(page, site)
+    page.wait_for_timeout(600)  # the live feed connects
+    # 120 new cases: distinct (village, category) pairs, so that none merges into another.
+    categories = ("neighbour_dispute", "land_dispute", "labour_dispute", "sanitation", "street_lighting",
+                  "illegal_parking", "elderly_welfare", "drainage_flooding")  # none that other tests here post
+    pairs = [(v, c) for c in categories for v in sorted(site.points)][:120]
+    assert len(pairs) == 120
+    headers = {"Authorization": f"Bearer {site.token('centre')}"}
+    with httpx.Client(base_url=site.url, headers=headers) as client:
+        for village, category in pairs:
+            lon, lat = site.points[village]
+            r = client.post("/api/v1/events", json={"source": "hotline", "category": category, "lon": lon, "lat": lat,
+                                                    "external_id": f"dash-{next(_external)}"})
+            assert r.status_code == 201, r.text
+            last = r.json()["id"]
+    page.wait_for_selector(f'#ticker [data-id="{last}"]', timeout=5_000)
+    page.wait_for_timeout(1_000)
+    markers = page.locator(".leaflet-marker-pane .pulse").count()
+    assert 50 <= markers <= 100
+    assert page.locator("#ticker li.tick").count() == 10
+    assert watch.errors == []
+    context.close()

@@ -3,6 +3,7 @@
   "use strict";
   var LIVE_MAX = 100;          // markers kept at most
   var LIVE_MS = 60000;         // a new event pulses, then fades and is removed after this long
+  var FLUSH_MS = 200;          // live changes are drawn together, at most this often
 
   window.wangge = {
     villageStyle: function (feature, context) {
@@ -44,10 +45,10 @@
     },
     /* The ticker: entries pushed by the feed (already in the reader's language) merged by case id, newest first,
        at most `size` kept; rendered as the same <li> the server renders (dashboard/ticker.py). */
-    mergeTicker: function (feed, entries, size) {
+    mergeTicker: function (rows, entries, size) {
       var byId = {};
       (entries || []).forEach(function (x) { byId[x.id] = x; });
-      ((feed && feed.rows) || []).forEach(function (r) { if (r.entry) { byId[r.entry.id] = r.entry; } });
+      rows.forEach(function (r) { if (r.entry) { byId[r.entry.id] = r.entry; } });
       var list = Object.keys(byId).map(function (k) { return byId[k]; })
         .sort(function (a, b) { return b.id - a.id; }).slice(0, size);
       function span(cls, text) {
@@ -61,37 +62,88 @@
       });
       return [items, list];
     },
-    /* The live layer: new events added, old ones dropped (bounded in count and age). */
-    mergeLive: function (feed, live) {
+    /* The live layer: new cases added (at their arrival time `t`), old ones dropped (bounded in count and age).
+       Returns null when the set of markers is unchanged (nothing to redraw). */
+    mergeLive: function (rows, feats, t) {
       var now = Date.now();
-      var feats = ((live && live.features) || []).filter(function (f) { return now - f.properties.t < LIVE_MS; });
-      var rows = (feed && feed.rows) || [];
+      var kept = feats.filter(function (f) { return now - f.properties.t < LIVE_MS; });
+      var shown = {};
+      kept.forEach(function (f) { shown[f.properties.id] = true; });
       rows.forEach(function (r) {
-        if (!r["new"] || r.lon === null || r.lon === undefined) { return; }
-        if (feats.some(function (f) { return f.properties.id === r.id; })) { return; }
-        feats.push({type: "Feature", geometry: {type: "Point", coordinates: [r.lon, r.lat]},
-                    properties: {id: r.id, t: now}});
+        if (!r["new"] || r.lon === null || r.lon === undefined || shown[r.id]) { return; }
+        shown[r.id] = true;
+        kept.push({type: "Feature", geometry: {type: "Point", coordinates: [r.lon, r.lat]},
+                   properties: {id: r.id, t: t || now}});
       });
-      if (feats.length > LIVE_MAX) { feats = feats.slice(feats.length - LIVE_MAX); }
-      return {type: "FeatureCollection", features: feats};
+      if (kept.length > LIVE_MAX) { kept = kept.slice(kept.length - LIVE_MAX); }
+      var ids = function (fs) { return fs.map(function (f) { return f.properties.id; }).join(); };
+      return ids(kept) === ids(feats) ? null : kept;
     }
   };
 
-  /* The feed: opened while a wall is on the page, closed when it is gone. */
-  var source = null, seq = 0, slowSeq = 0, slowTimer = null;
+  /* The feed: opened while a wall is on the page, closed when it is gone. Each message updates the ticker and the
+     live markers directly (set_props on those outputs) rather than through a callback input: Dash runs a callback
+     once, with the latest value only, when its input changes several times quickly (messages would be lost), and
+     it records every change of a callback input in its undo history, which on a wall never stops growing. */
+  var source = null, slowSeq = 0, slowTimer = null;
+  var wall = null, entries = [], feats = [];   // the wall page on screen, its ticker entries and live markers
   function setProps(id, props) {
     if (window.dash_clientside && window.dash_clientside.set_props) { window.dash_clientside.set_props(id, props); }
+  }
+  function currentWall() {
+    var el = document.getElementById("wall-ready");
+    if (el !== wall) {          // a (re)rendered wall: start from what the server rendered into it
+      wall = el;
+      feats = [];
+      var tick = document.getElementById("ticker");
+      try { entries = JSON.parse((tick && tick.getAttribute("data-entries")) || "[]"); } catch (e) { entries = []; }
+    }
+    return wall;
+  }
+  function tickerSize() {
+    var el = document.getElementById("ticker");
+    return parseInt((el && el.getAttribute("data-size")) || "10", 10);
+  }
+  function showLive(rows, t) {
+    var next = window.wangge.mergeLive(rows, feats, t);
+    if (next !== null) {
+      feats = next;
+      setProps("live-layer", {data: {type: "FeatureCollection", features: feats}});
+    }
+  }
+  var pending = [], flushTimer = null;
+  function flush() {           // at most one redraw of the ticker and the markers per FLUSH_MS, however many messages
+    flushTimer = null;
+    var rows = pending;
+    pending = [];
+    if (!currentWall()) { return; }
+    if (rows.some(function (r) { return r.entry; })) {
+      var merged = window.wangge.mergeTicker(rows, entries, tickerSize());
+      entries = merged[1];
+      setProps("ticker", {children: merged[0]});
+    }
+    showLive(rows, Date.now());
   }
   function onChange(msg) {
     var rows;
     try { rows = JSON.parse(msg.data); } catch (e) { return; }
-    seq += 1;
-    setProps("feed", {data: {n: seq, rows: rows}});
+    pending = pending.concat(rows);
+    if (!flushTimer) { flushTimer = setTimeout(flush, FLUSH_MS); }
     if (!slowTimer) {
       slowTimer = setTimeout(function () { slowTimer = null; slowSeq += 1; setProps("feed-slow", {data: {n: slowSeq}}); },
                              2000);
     }
   }
+  /* Dash keeps every change of a callback input (the periodic refresh, the window buttons) for undo; nothing here
+     undoes, so only the last few are kept. */
+  function trimHistory() {
+    (window.dash_stores || []).forEach(function (store) {
+      var h = store && store.getState && store.getState().history;
+      if (h && Array.isArray(h.past) && h.past.length > 50) { h.past.splice(0, h.past.length - 50); }
+    });
+  }
+  setInterval(trimHistory, 60000);
+  setInterval(function () { if (currentWall()) { showLive([], 0); } }, 5000);  // markers fade out
   function watch() {
     var onWall = !!document.getElementById("wall-ready");
     if (onWall && !source && window.EventSource) {
