@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import text
 
 from api.app import create_app
@@ -66,12 +67,21 @@ def shot(page: Page, name: str) -> None:
 def pick(page: Page, dropdown: str, text_: str) -> None:
     """Choose an option of a dcc.Dropdown by typing part of its label."""
     settle(page)
-    page.click(dropdown)
-    page.keyboard.type(text_)
-    page.wait_for_function(f"""() => {{
-        const os = [...document.querySelectorAll('[role=option]')];
-        return os.length === 1 && os[0].textContent.includes('{text_}'); }}""")
-    page.keyboard.press("Enter")
+    for attempt in range(3):  # the menu may still be opening when the first keys arrive: open it again
+        page.click(dropdown)
+        page.wait_for_selector("[role=option]")
+        page.keyboard.type(text_)
+        try:
+            page.wait_for_function(f"""() => {{
+                const os = [...document.querySelectorAll('[role=option]')];
+                return os.length >= 1 && os.every(o => o.textContent.includes('{text_}')); }}""", timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+            settle(page)
+    page.locator("[role=option]", has_text=text_).first.click()
     page.keyboard.press("Escape")
     page.wait_for_function(f"() => document.querySelector('{dropdown}').textContent.includes('{text_}')")
 
