@@ -7,19 +7,20 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 from sqlalchemy import Engine, text
 
 from gis import db, report
 from gis.errors import NotFound
 from gis.intake import TZ
 from gis.workflow import Actor
+from tests.browser import launch
 from tests.conftest import create_database
 from tests.test_hotspots import DAY, START, add_event, inner_point, offset
 
@@ -95,15 +96,10 @@ def test_english_village_report(town: tuple[str, Engine, str]) -> None:
 
 def test_report_opens_in_a_browser_without_the_network(town: tuple[str, Engine, str], tmp_path: Path) -> None:
     """Chromium draws the report from the file alone: no request leaves it, no script error, hexagons drawn."""
-    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    playwright = pytest.importorskip("playwright.sync_api")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed")
     _, engine, _ = town
     path = report.write_report(report.hotspots_report(engine, START, END, now=NOW), tmp_path / "r.html")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    with sync_playwright() as p:
+        browser = launch(p)  # Debian's chromium; a missing browser fails the test, it is not skipped
         try:
             page = browser.new_page()
             errors: list[str] = []
