@@ -145,7 +145,7 @@
   setInterval(trimHistory, 60000);
   setInterval(function () { if (currentWall()) { showLive([], 0); } }, 5000);  // markers fade out
   function watch() {
-    var onWall = !!document.getElementById("wall-ready");
+    var onWall = !!currentWall();
     if (onWall && !source && window.EventSource) {
       source = new EventSource("/dashboard/feed");
       source.addEventListener("change", onChange);
