@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, text
 
 CHANNEL = "wangge_events"
@@ -23,10 +24,22 @@ def append(conn: Connection, event_id: int, at: dt.datetime, actor: str, role: s
 
 def notify(conn: Connection, ids: list[int]) -> None:
     """Tell listeners (the change feed) which events changed; delivered when the transaction commits."""
+    literal = _payloads(ids)
+    if literal is not None:
+        conn.execute(text("SELECT pg_notify(:c, p) FROM unnest(CAST(:p AS text[])) p"), {"c": CHANNEL, "p": literal})
+
+
+def notify_raw(pg: psycopg.Connection[Any], ids: list[int]) -> None:
+    """notify() on a psycopg connection (queued when it is in pipeline mode)."""
+    literal = _payloads(ids)
+    if literal is not None:
+        pg.execute("SELECT pg_notify(%(c)s, p) FROM unnest(CAST(%(p)s AS text[])) p", {"c": CHANNEL, "p": literal})
+
+
+def _payloads(ids: list[int]) -> str | None:
     unique = sorted(set(ids))
     if not unique:
-        return
+        return None
     # A NOTIFY payload holds at most 8,000 bytes: chunks of 500 ids, all sent in one statement.
     payloads = [json.dumps({"ids": unique[start : start + 500]}) for start in range(0, len(unique), 500)]
-    literal = "{" + ",".join('"' + p.replace('"', '\\"') + '"' for p in payloads) + "}"
-    conn.execute(text("SELECT pg_notify(:c, p) FROM unnest(CAST(:p AS text[])) p"), {"c": CHANNEL, "p": literal})
+    return "{" + ",".join('"' + p.replace('"', '\\"') + '"' for p in payloads) + "}"

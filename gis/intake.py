@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psycopg
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine
 
 from gis import eventlog
 from gis.errors import InvalidCoordinates, WanggeError
@@ -94,7 +95,11 @@ class Intake:
 
     # -- public -------------------------------------------------------------------------------------------
     def ingest(self, reports: list[Report], now: dt.datetime | None = None) -> list[dict[str, Any]]:
-        """Store a batch in one transaction; per-item results in the same order."""
+        """Store a batch in one transaction; per-item results in the same order.
+
+        Statements that do not wait on each other's answers travel together (psycopg's pipeline mode): a group of
+        single reports costs five round trips to the server whatever its size — the reads before locating, the
+        locks and lookups before deciding, the COPY of new cases, and the rest of the writes — plus the commit."""
         now = (now or dt.datetime.now(TZ)).astimezone(TZ)
         if not reports:
             return []
@@ -103,58 +108,71 @@ class Intake:
         days = [(r.occurred_at or now).astimezone(TZ).date() for r in reports]
         # One connection and one transaction per batch; a refused batch rolls back having written nothing.
         with self.engine.begin() as conn:
-            snaps = self.locator.snapshots(set(days), conn)
-            devices = self._devices(conn, {r.device_id for r in reports if r.device_id})
-            villages = self._villages(conn, {r.village_code for r in reports if r.village_code})
+            pg: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+            with pg.pipeline():
+                q_rev = _query(pg, "SELECT revision FROM dataset_state WHERE id = 1")
+                q_dev = self._devices(pg, {r.device_id for r in reports if r.device_id})
+                q_vil = self._villages(pg, {r.village_code for r in reports if r.village_code})
+            snaps = self.locator.snapshots(set(days), conn, revision=int(_one(q_rev)))
+            devices = {r[0]: {"kind": r[1], "subtype": r[2], "lon": r[3], "lat": r[4]} for r in _rows(q_dev)}
+            villages = {r[0]: {"village": {"code": r[0], "name": r[1]}, "township": {"code": r[2], "name": r[3]},
+                               "district": {"code": r[4], "name": r[5]}} for r in _rows(q_vil)}
             self._validate(reports, devices, villages)
-            located_all = self._locate([snaps[d] for d in days], reports, devices)
-            batch = Batch(self, conn, now, villages, snaps[days[0]].metric_epsg)
-            # One statement takes every lock the batch needs, in one global order (retried keys first, then the
-            # merge neighbourhoods), and turns sequential scans off for the index probes that follow.
-            self._lock_all(conn, sorted({bucket(r.source, k) for r in reports
-                                         for k in (r.external_id, r.idempotency_key) if k}),
-                           batch.merge_locks(reports, located_all))
-            results: list[dict[str, Any] | None] = self._existing(conn, reports)
+            located = self._locate([snaps[d] for d in days], reports, devices)
+            batch = Batch(self, pg, now, villages, snaps[days[0]].metric_epsg)
+            with pg.pipeline():
+                # Every lock the batch needs, in one global order (retried keys first, then the merge
+                # neighbourhoods); then, under those locks, the keys seen before, the open cases the reports could
+                # join (duplicates included: a superset does no harm) and ids for the new cases.
+                self._lock_all(pg, sorted({bucket(r.source, k) for r in reports
+                                           for k in (r.external_id, r.idempotency_key) if k}),
+                               batch.merge_locks(reports, located))
+                q_seen = self._existing(pg, reports)
+                q_open = batch.candidates(reports, located)
+                q_ids = _query(pg, "SELECT nextval(pg_get_serial_sequence('events', 'id')) "
+                               "FROM generate_series(1, %(n)s)", {"n": len(reports)})
+            results: list[dict[str, Any] | None] = self._seen(reports, _rows(q_seen))
             todo = [i for i, r in enumerate(results) if r is None]
-            located = [located_all[i] for i in todo]
-            results_todo = batch.run([reports[i] for i in todo], located)
+            results_todo = batch.run([reports[i] for i in todo], [located[i] for i in todo], _rows(q_open),
+                                     [r[0] for r in _rows(q_ids)])
             for i, res in zip(todo, results_todo, strict=True):
                 results[i] = res
             final = [r for r in results if r is not None]
-            self._fill_names(conn, final)
-            eventlog.notify(conn, [r["id"] for r in final])
+            with pg.pipeline():
+                batch.finish()
+                q_names = self._names(pg, final)
+                eventlog.notify_raw(pg, [r["id"] for r in final])
+            self._fill_names(final, _rows(q_names))
         return final
 
     # -- steps --------------------------------------------------------------------------------------------
     @staticmethod
-    def _lock_all(conn: Connection, keys: list[int], merges: list[int]) -> None:
-        conn.execute(text("""
+    def _lock_all(pg: psycopg.Connection[Any], keys: list[int], merges: list[int]) -> None:
+        pg.execute("""
             SELECT set_config('enable_seqscan', 'off', true),
                    (SELECT count(pg_advisory_xact_lock(l.space, l.b))
-                    FROM (SELECT :keys AS space, b, 1 AS o FROM unnest(CAST(:kb AS int[])) b
-                          UNION ALL SELECT :merges, b, 2 FROM unnest(CAST(:mb AS int[])) b ORDER BY o, b) l)"""),
-                     {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys),
-                      "mb": array_literal(merges)})
+                    FROM (SELECT %(keys)s AS space, b, 1 AS o FROM unnest(CAST(%(kb)s AS int[])) b
+                          UNION ALL SELECT %(merges)s, b, 2 FROM unnest(CAST(%(mb)s AS int[])) b ORDER BY o, b) l)""",
+                   {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys),
+                    "mb": array_literal(merges)})
 
     @staticmethod
-    def _devices(conn: Connection, ids: set[str | None]) -> dict[str, dict[str, Any]]:
+    def _devices(pg: psycopg.Connection[Any], ids: set[str | None]) -> psycopg.Cursor[Any] | None:
         if not ids:
-            return {}
-        rows = conn.execute(text("SELECT id, kind, subtype, ST_X(geom), ST_Y(geom) FROM devices WHERE id = ANY(:ids)"),
-                            {"ids": sorted(i for i in ids if i)}).all()
-        return {r[0]: {"kind": r[1], "subtype": r[2], "lon": r[3], "lat": r[4]} for r in rows}
+            return None
+        return _query(pg, "SELECT id, kind, subtype, ST_X(geom), ST_Y(geom) FROM devices "
+                          "WHERE id = ANY(CAST(%(ids)s AS text[]))",
+                      {"ids": array_literal(sorted(i for i in ids if i))})
 
     @staticmethod
-    def _villages(conn: Connection, codes: set[str | None]) -> dict[str, dict[str, Any]]:
+    def _villages(pg: psycopg.Connection[Any], codes: set[str | None]) -> psycopg.Cursor[Any] | None:
         if not codes:
-            return {}
-        rows = conn.execute(text("""SELECT v.code, v.name, t.code, t.name, d.code, d.name FROM jurisdictions v
-                                    JOIN jurisdictions t ON t.id = v.parent_id
-                                    JOIN jurisdictions d ON d.id = t.parent_id
-                                    WHERE v.code = ANY(:c) AND v.level = 'village'"""),
-                            {"c": sorted(c for c in codes if c)}).all()
-        return {r[0]: {"village": {"code": r[0], "name": r[1]}, "township": {"code": r[2], "name": r[3]},
-                       "district": {"code": r[4], "name": r[5]}} for r in rows}
+            return None
+        return _query(pg, """SELECT v.code, v.name, t.code, t.name, d.code, d.name FROM jurisdictions v
+                             JOIN jurisdictions t ON t.id = v.parent_id
+                             JOIN jurisdictions d ON d.id = t.parent_id
+                             WHERE v.code = ANY(CAST(%(c)s AS text[])) AND v.level = 'village'""",
+                      {"c": array_literal(sorted(c for c in codes if c))})
 
     def _validate(self, reports: list[Report], devices: dict[str, dict[str, Any]],
                   villages: dict[str, dict[str, Any]]) -> None:
@@ -191,35 +209,46 @@ class Intake:
         if errors:
             raise BatchInvalid(errors)
 
-    def _existing(self, conn: Connection, reports: list[Report]) -> list[dict[str, Any] | None]:
-        """Results for reports whose key was seen before (in the database or earlier in this batch)."""
-        out: list[dict[str, Any] | None] = [None] * len(reports)
-        keys = [(i, r.source, col, k) for i, r in enumerate(reports)
+    @staticmethod
+    def _keys(reports: list[Report]) -> list[tuple[int, str, str, str]]:
+        return [(i, r.source, col, k) for i, r in enumerate(reports)
                 for col, k in (("external_id", r.external_id), ("idempotency_key", r.idempotency_key)) if k]
+
+    def _existing(self, pg: psycopg.Connection[Any], reports: list[Report]) -> psycopg.Cursor[Any] | None:
+        """The events behind the keys of this batch seen before, queued on the pipeline."""
+        keys = self._keys(reports)
         if not keys:
-            return out
-        # One round trip: the keys of cases, and the external ids of reports merged into cases (a case's own
-        # first report is the case row itself). Cases win over merged reports.
+            return None
+        # The keys of cases, and the external ids of reports merged into cases (a case's own first report is the
+        # case row itself). Cases win over merged reports.
         wanted = {col: [(s, k) for _, s, c, k in keys if c == col] for col in ("external_id", "idempotency_key")}
-        rows = conn.execute(text("""
+        return _query(pg, """
             SELECT 1 AS o, e.source, 'external_id' AS col, e.external_id, e.id FROM events e
-            JOIN unnest(CAST(:es AS text[]), CAST(:ek AS text[])) AS w(s, k) ON e.source = w.s AND e.external_id = w.k
+            JOIN unnest(CAST(%(es)s AS text[]), CAST(%(ek)s AS text[])) AS w(s, k)
+              ON e.source = w.s AND e.external_id = w.k
             UNION ALL
             SELECT 1, e.source, 'idempotency_key', e.idempotency_key, e.id FROM events e
-            JOIN unnest(CAST(:is AS text[]), CAST(:ik AS text[])) AS w(s, k)
+            JOIN unnest(CAST(%(is)s AS text[]), CAST(%(ik)s AS text[])) AS w(s, k)
               ON e.source = w.s AND e.idempotency_key = w.k
             UNION ALL
             SELECT 2, r.source, 'external_id', r.external_id, r.event_id FROM event_reports r
-            JOIN unnest(CAST(:es AS text[]), CAST(:ek AS text[])) AS w(s, k) ON r.source = w.s AND r.external_id = w.k
-            ORDER BY 1"""), {
+            JOIN unnest(CAST(%(es)s AS text[]), CAST(%(ek)s AS text[])) AS w(s, k)
+              ON r.source = w.s AND r.external_id = w.k
+            ORDER BY 1""", {
             "es": array_literal([w[0] for w in wanted["external_id"]]),
             "ek": array_literal([w[1] for w in wanted["external_id"]]),
             "is": array_literal([w[0] for w in wanted["idempotency_key"]]),
-            "ik": array_literal([w[1] for w in wanted["idempotency_key"]])}).all()
+            "ik": array_literal([w[1] for w in wanted["idempotency_key"]])})
+
+    def _seen(self, reports: list[Report], rows: list[Any]) -> list[dict[str, Any] | None]:
+        """Results for reports whose key was seen before (in the database; earlier in the batch: Batch.run)."""
+        out: list[dict[str, Any] | None] = [None] * len(reports)
         found: dict[tuple[str, str, str], int] = {}
         for r in rows:
             found.setdefault((r[1], r[2], r[3]), r[4])
-        for i, source, col, k in keys:
+        if not found:
+            return out
+        for i, source, col, k in self._keys(reports):
             if out[i] is None and (source, col, k) in found:
                 out[i] = {"id": found[(source, col, k)], "outcome": "duplicate"}
         return out
@@ -269,18 +298,22 @@ class Intake:
         return [o for o in out if o is not None]
 
     @staticmethod
-    def _fill_names(conn: Connection, results: list[dict[str, Any]]) -> None:
-        """Complete the results of duplicates and merges with the case as it now stands (one query)."""
+    def _names(pg: psycopg.Connection[Any], results: list[dict[str, Any]]) -> psycopg.Cursor[Any] | None:
+        """The cases behind duplicates and merges as they now stand, queued on the pipeline."""
         need = sorted({r["id"] for r in results if "status" not in r or r["outcome"] == "merged"})
         if not need:
-            return
-        rows = conn.execute(text("""
+            return None
+        return _query(pg, """
             SELECT e.id, e.status, e.cell_code, e.cell_name, e.worker_id, e.worker_name, e.village_code, v.name,
                    e.township_code, t.name, e.district_code, d.name, e.platform, e.grade, e.level, e.deadline,
                    e.report_count, e.reason, e.unit_code
             FROM events e LEFT JOIN jurisdictions v ON v.code = e.village_code
             LEFT JOIN jurisdictions t ON t.code = e.township_code LEFT JOIN jurisdictions d ON d.code = e.district_code
-            WHERE e.id = ANY(:ids)"""), {"ids": need}).all()
+            WHERE e.id = ANY(CAST(%(ids)s AS bigint[]))""", {"ids": array_literal(need)})
+
+    @staticmethod
+    def _fill_names(results: list[dict[str, Any]], rows: list[Any]) -> None:
+        """Complete the results of duplicates and merges with the case as it now stands."""
 
         def ref(code: str | None, name: str | None) -> dict[str, str] | None:
             return None if code is None else {"code": code, "name": name or ""}
@@ -298,3 +331,20 @@ class Intake:
                 r |= {k: v for k, v in by_id[r["id"]].items()}
                 if r["outcome"] == "merged" and running is not None:
                     r["reports"] = running  # the count when this report joined
+
+
+def _query(pg: psycopg.Connection[Any], sql: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
+    """A statement queued on the connection's pipeline; its rows are read once the pipeline has synced."""
+    cur = pg.cursor()
+    cur.execute(sql, params)
+    return cur
+
+
+def _rows(cur: psycopg.Cursor[Any] | None) -> list[Any]:
+    return [] if cur is None else cur.fetchall()
+
+
+def _one(cur: psycopg.Cursor[Any]) -> Any:
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]

@@ -13,7 +13,7 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection, text
+import psycopg
 
 from gis.crs import transformer
 from gis.merge import MergeIndex, OpenCase
@@ -67,19 +67,23 @@ def array_literal(values: list[Any]) -> str:
 class Batch:
     """Decides and writes one batch inside the caller's transaction."""
 
-    def __init__(self, intake: Intake, conn: Connection, now: dt.datetime, villages: dict[str, dict[str, Any]],
-                 metric_epsg: int):
-        self.i, self.conn, self.now, self.villages = intake, conn, now, villages
+    def __init__(self, intake: Intake, pg: psycopg.Connection[Any], now: dt.datetime,
+                 villages: dict[str, dict[str, Any]], metric_epsg: int):
+        self.i, self.pg, self.now, self.villages = intake, pg, now, villages
+        self._finish: list[tuple[str, dict[str, Any]]] = []
         self.window = dt.timedelta(minutes=intake.settings.merge_window_minutes)
         self.epsg = metric_epsg
         self.tz = now.tzinfo
         self._routes: dict[tuple[str, int | None], dict[str, Any]] = {}
 
-    def run(self, reports: list[Report], located: list[Located]) -> list[dict[str, Any]]:
+    def run(self, reports: list[Report], located: list[Located], open_cases: list[Any], ids: list[int]
+            ) -> list[dict[str, Any]]:
+        """Decide every report (merge or new case) and write it; `open_cases` are the rows of candidates(), `ids`
+        at least as many fresh event ids as there are reports. The last writes wait for finish()."""
         occurred = [(r.occurred_at or self.now).astimezone(self.tz) for r in reports]
         mx, my = self._metric(located)
         mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
-        index = self._candidates(reports, mergeable, located, occurred)
+        index = self._index(open_cases)
         results: list[dict[str, Any]] = []
         can_merge = set(mergeable)
         new_rows: list[tuple[Report, Located, dt.datetime, dict[str, Any]]] = []
@@ -108,7 +112,8 @@ class Batch:
             results.append(res)
             if key is not None:
                 seen_keys[key] = res
-        ids = self._write(new_rows, merges, index)
+        ids = ids[:len(new_rows)]
+        self._write(new_rows, merges, index, ids)
         for res in results:
             ph = res.pop("_placeholder", None)
             if ph is not None:
@@ -142,38 +147,44 @@ class Batch:
                 keys.update(np.mod(cat * 1_000_003 + i * 92_821 + j * 68_917, BUCKETS).tolist())
         return sorted(keys)
 
-    def _candidates(self, reports: list[Report], mergeable: list[int], located: list[Located],
-                    occurred: list[dt.datetime]) -> MergeIndex:
-        index = MergeIndex(self.i.settings.merge_distance_m, self.window)
+    def candidates(self, reports: list[Report], located: list[Located]) -> psycopg.Cursor[Any] | None:
+        """Queue the read of the open cases near each report in space and time, and of the reporting devices."""
+        mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
         if not mergeable:
-            return index
-        # Open cases near each report in space and time, plus open cases of the reporting devices.
+            return None
+        occurred = [(reports[k].occurred_at or self.now).timestamp() for k in mergeable]
         # One probe of ix_events_mergeable per report (category and a time window are selective; the box test is
         # written so that it cannot pick the GiST index over all events, whose probes grow with the table);
         # enable_seqscan is off in this transaction (see Intake.ingest) whatever stale statistics say.
         cols = "e.id, e.category, e.device_id, ST_X(e.geom), ST_Y(e.geom), e.last_report_at, e.status, e.report_count"
-        rows = self.conn.execute(text(f"""
-            SELECT e.* FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[]), CAST(:c AS text[]),
-                                   CAST(:t AS float8[])) AS p(x, y, c, t)
+        cur = self.pg.cursor()
+        cur.execute(f"""
+            SELECT e.* FROM unnest(CAST(%(x)s AS float8[]), CAST(%(y)s AS float8[]), CAST(%(c)s AS text[]),
+                                   CAST(%(t)s AS float8[])) AS p(x, y, c, t)
             CROSS JOIN LATERAL (
                 SELECT {cols} FROM events e
                 WHERE e.category = p.c
-                  AND ST_X(e.geom) BETWEEN p.x - :pad AND p.x + :pad AND ST_Y(e.geom) BETWEEN p.y - :pad AND p.y + :pad
-                  AND e.last_report_at BETWEEN to_timestamp(p.t) - :w AND to_timestamp(p.t) + :w
+                  AND ST_X(e.geom) BETWEEN p.x - %(pad)s AND p.x + %(pad)s
+                  AND ST_Y(e.geom) BETWEEN p.y - %(pad)s AND p.y + %(pad)s
+                  AND e.last_report_at BETWEEN to_timestamp(p.t) - %(w)s AND to_timestamp(p.t) + %(w)s
                   AND {NOT_FINAL} OFFSET 0) e
             UNION
             SELECT {cols} FROM events e
-            WHERE e.device_id = ANY(CAST(:devices AS text[])) AND e.category = ANY(CAST(:cats AS text[]))
+            WHERE e.device_id = ANY(CAST(%(devices)s AS text[])) AND e.category = ANY(CAST(%(cats)s AS text[]))
               AND {NOT_FINAL} AND e.geom IS NOT NULL
-            ORDER BY 1"""), {
+            ORDER BY 1""", {
             "cats": array_literal(sorted({str(reports[k].category) for k in mergeable})),
             "devices": array_literal(sorted({str(reports[k].device_id) for k in mergeable if reports[k].device_id})),
             "x": array_literal([located[k].lon for k in mergeable]),
             "y": array_literal([located[k].lat for k in mergeable]),
             "c": array_literal([reports[k].category for k in mergeable]),
-            "t": array_literal([occurred[k].timestamp() for k in mergeable]),
+            "t": array_literal(occurred),
             "pad": self.i.settings.merge_distance_m / 80_000.0,  # degrees that surely cover the distance here
-            "w": self.window}).all()
+            "w": self.window})
+        return cur
+
+    def _index(self, rows: list[Any]) -> MergeIndex:
+        index = MergeIndex(self.i.settings.merge_distance_m, self.window)
         if rows:
             x, y = transformer(4490, self.epsg).transform([r[3] for r in rows], [r[4] for r in rows])
             for r, cx, cy in zip(rows, x, y, strict=True):
@@ -200,17 +211,20 @@ class Batch:
             **fixed, "reports": 1, "reason": loc.reason, "outcome": "created",
         }
 
+    def finish(self) -> None:
+        """The writes that need no answer, queued on the caller's pipeline (they travel with the notification)."""
+        for sql, params in self._finish:
+            self.pg.execute(sql, params)
+        self._finish.clear()
+
     def _write(self, new_rows: list[tuple[Report, Located, dt.datetime, dict[str, Any]]],
-               merges: dict[int, list[tuple[Report, Located, dt.datetime]]], index: MergeIndex) -> list[int]:
-        conn, now = self.conn, self.now
-        ids: list[int] = []
-        if new_rows:
-            ids = [r[0] for r in conn.execute(text(
-                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :n)"),
-                {"n": len(new_rows)})]
+               merges: dict[int, list[tuple[Report, Located, dt.datetime]]], index: MergeIndex, ids: list[int]
+               ) -> None:
+        """COPY the new cases and the merged reports now (COPY cannot wait in a pipeline); the rest for finish()."""
+        now = self.now
         merged_into = {key: (ids[-key - 1] if key < 0 else key) for key in merges}
         counts = {key: 1 + len(merges.get(-(k + 1), [])) for k, key in enumerate(ids)}
-        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cur = self.pg.cursor()
         if new_rows:
             with cur.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as cp:
                 for eid, (r, loc, t, res) in zip(ids, new_rows, strict=True):
@@ -234,17 +248,19 @@ class Batch:
                     cp.write_row((eid, r.source, r.external_id, r.device_id, r.description, r.reporter_name,
                                   r.reporter_phone, _ewkt(loc), t, now))
         # The log's 'report' entries are made from the rows just written, in the server; reports with photos name
-        # them in the entry and are written from here.
+        # them in the entry and are written from here. A case's first entry comes before its merges' entries: when
+        # the log is also COPY'd to, the server writes its entries first.
         plain = [eid for eid, (r, *_rest) in zip(ids, new_rows, strict=True) if not r.photos]
+        copy_log = bool(merges) or len(plain) < len(ids)
         if plain:
-            conn.execute(text("""
+            (cur.execute if copy_log else self._queue)("""
                 INSERT INTO event_log (event_id, at, actor, role, action, from_status, to_status, note, data)
-                SELECT e.id, :now, 'intake:' || e.source, 'system', 'report', NULL, e.status, e.reason,
+                SELECT e.id, %(now)s, 'intake:' || e.source, 'system', 'report', NULL, e.status, e.reason,
                        jsonb_build_object('source', e.source)
-                FROM events e WHERE e.id = ANY(CAST(:ids AS bigint[])) ORDER BY e.id"""),
+                FROM events e WHERE e.id = ANY(CAST(%(ids)s AS bigint[])) ORDER BY e.id""",
                 {"now": now, "ids": array_literal(plain)})
         status_of = {c.key: c.status for cases in index._bins.values() for c in cases}
-        if merges or len(plain) < len(ids):
+        if copy_log:
             with cur.copy("COPY event_log (event_id, at, actor, role, action, from_status, to_status, note, data) "
                           "FROM STDIN") as cp:
                 for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True):
@@ -260,17 +276,22 @@ class Batch:
                                       json.dumps({"source": r.source, "external_id": r.external_id})))
         existing = [(key, len(items), max(m[2] for m in items)) for key, items in merges.items() if key > 0]
         if existing:
-            conn.execute(text("""UPDATE events e SET report_count = e.report_count + v.n, updated_at = :now,
-                                     last_report_at = greatest(e.last_report_at, v.t)
-                                 FROM unnest(CAST(:ids AS bigint[]), CAST(:ns AS int[]), CAST(:ts AS timestamptz[]))
-                                      AS v(id, n, t) WHERE e.id = v.id"""),
-                         {"ids": [e[0] for e in existing], "ns": [e[1] for e in existing],
-                          "ts": [e[2] for e in existing], "now": now})
+            self._queue("""UPDATE events e SET report_count = e.report_count + v.n, updated_at = %(now)s,
+                               last_report_at = greatest(e.last_report_at, v.t)
+                           FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(ns)s AS int[]),
+                                       CAST(%(ts)s AS timestamptz[])) AS v(id, n, t)
+                           WHERE e.id = v.id""",
+                        {"ids": [e[0] for e in existing], "ns": [e[1] for e in existing],
+                         "ts": [e[2] for e in existing], "now": now})
         photos = [(eid, url) for eid, (r, *_rest) in zip(ids, new_rows, strict=True) for url in r.photos]
         if photos:
-            conn.execute(text("INSERT INTO attachments (event_id, url, created_at) VALUES (:e, :u, :now)"),
-                         [{"e": e, "u": u, "now": now} for e, u in photos])
-        return ids
+            self._queue("""INSERT INTO attachments (event_id, url, created_at)
+                           SELECT e, u, %(now)s
+                           FROM unnest(CAST(%(e)s AS bigint[]), CAST(%(u)s AS text[])) AS a(e, u)""",
+                        {"e": [e for e, _ in photos], "u": [u for _, u in photos], "now": now})
+
+    def _queue(self, sql: str, params: dict[str, Any]) -> None:
+        self._finish.append((sql, params))
 
 
 def _ewkt(loc: Located) -> str | None:

@@ -159,12 +159,15 @@ class Locator:
         day = on or dt.date.today()
         return self.snapshots({day})[day]
 
-    def snapshots(self, days: set[dt.date], conn: Connection | None = None) -> dict[dt.date, Snapshot]:
-        """Snapshots for several dates with one revision check (on `conn` when given, which saves a connection).
+    def snapshots(self, days: set[dt.date], conn: Connection | None = None,
+                  revision: int | None = None) -> dict[dt.date, Snapshot]:
+        """Snapshots for several dates with one revision check (on `conn` when given, which saves a connection;
+        a caller that has just read dataset_state.revision in its transaction passes it and saves a query).
         Every date after the dataset's last change of validity (a valid_from or valid_to) shares one snapshot, so
         a year of events rarely needs more than one."""
         with contextlib.nullcontext(conn) if conn is not None else self.engine.connect() as conn:
-            revision = int(conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1")).scalar_one())
+            if revision is None:
+                revision = int(conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1")).scalar_one())
             with self._lock:
                 if self._last_change is None or self._last_change[0] != revision:
                     last = conn.execute(text("""SELECT max(d) FROM (
