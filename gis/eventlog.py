@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, text
 
 CHANNEL = "wangge_events"
@@ -29,11 +28,12 @@ def notify(conn: Connection, ids: list[int]) -> None:
         conn.execute(text("SELECT pg_notify(:c, p) FROM unnest(CAST(:p AS text[])) p"), {"c": CHANNEL, "p": literal})
 
 
-def notify_raw(pg: psycopg.Connection[Any], ids: list[int]) -> None:
-    """notify() on a psycopg connection (queued when it is in pipeline mode)."""
+def notify_statement(ids: list[int]) -> tuple[str, dict[str, Any]] | None:
+    """notify() as a statement for psycopg (gis/intake_io); None when there is nothing to tell."""
     literal = _payloads(ids)
-    if literal is not None:
-        pg.execute("SELECT pg_notify(%(c)s, p) FROM unnest(CAST(%(p)s AS text[])) p", {"c": CHANNEL, "p": literal})
+    if literal is None:
+        return None
+    return "SELECT pg_notify(%(c)s, p) FROM unnest(CAST(%(p)s AS text[])) p", {"c": CHANNEL, "p": literal}
 
 
 def _payloads(ids: list[int]) -> str | None:

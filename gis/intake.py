@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import psycopg
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from gis import eventlog
+from gis import eventlog, intake_io
 from gis.errors import InvalidCoordinates, WanggeError
 from gis.intake_batch import MERGE_LOCKS, Batch, array_literal, bucket
+from gis.intake_io import Send, Statement
 from gis.locate import Locator, Snapshot, assign_arrays, to_results
 from gis.taxonomy import Taxonomy
 from gis.workcalendar import WorkCalendar
@@ -73,6 +73,18 @@ class Report:
     photos: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Known:
+    """What the intake keeps of a dataset revision besides the grid: its devices and villages."""
+
+    revision: int
+    devices: dict[str, dict[str, Any]]
+    villages: dict[str, dict[str, Any]]
+
+
+REVISION: Statement = ("SELECT revision FROM dataset_state WHERE id = 1", None)
+
+
 @dataclass
 class Located:
     lon: float | None
@@ -92,87 +104,108 @@ class Intake:
         self.calendar = calendar
         self.settings = settings or IntakeSettings()
         self.gazetteer = gazetteer  # callable(text) -> (lon, lat, village_code) | None
+        self._known: Known | None = None
 
     # -- public -------------------------------------------------------------------------------------------
     def ingest(self, reports: list[Report], now: dt.datetime | None = None) -> list[dict[str, Any]]:
-        """Store a batch in one transaction; per-item results in the same order.
+        """Store a batch in one transaction; per-item results in the same order."""
+        if not reports:
+            return []
+        # One connection and one transaction per batch; a refused batch rolls back having written nothing.
+        with self.engine.begin() as conn:
+            return intake_io.run(conn.connection.driver_connection,  # type: ignore[arg-type]
+                                 self.plan(reports, now))
 
-        Statements that do not wait on each other's answers travel together (psycopg's pipeline mode): a group of
-        single reports costs five round trips to the server whatever its size — the reads before locating, the
-        locks and lookups before deciding, the COPY of new cases, and the rest of the writes — plus the commit."""
+    def plan(self, reports: list[Report], now: dt.datetime | None = None) -> intake_io.Plan[list[dict[str, Any]]]:
+        """The intake of a batch as steps for a driver of gis/intake_io (run inside one transaction).
+
+        Whatever its size, a batch costs two round trips to the server besides the commit — the locks and
+        lookups before deciding, then the writes with the notification; a batch of more than COPY_ABOVE new cases
+        sends them by COPY. The grid, devices and villages are those of the
+        dataset revision last seen, checked in the first round trip: when a load or a publish changed it
+        meanwhile, the batch is decided again on the new one."""
         now = (now or dt.datetime.now(TZ)).astimezone(TZ)
         if not reports:
             return []
         # Responsibility is judged at event time: each report is located among the cells and workers valid on
         # the day it occurred (one snapshot serves every day since the last boundary change).
         days = [(r.occurred_at or now).astimezone(TZ).date() for r in reports]
-        # One connection and one transaction per batch; a refused batch rolls back having written nothing.
-        with self.engine.begin() as conn:
-            pg: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
-            with pg.pipeline():
-                q_rev = _query(pg, "SELECT revision FROM dataset_state WHERE id = 1")
-                q_dev = self._devices(pg, {r.device_id for r in reports if r.device_id})
-                q_vil = self._villages(pg, {r.village_code for r in reports if r.village_code})
-            snaps = self.locator.snapshots(set(days), conn, revision=int(_one(q_rev)))
-            devices = {r[0]: {"kind": r[1], "subtype": r[2], "lon": r[3], "lat": r[4]} for r in _rows(q_dev)}
-            villages = {r[0]: {"village": {"code": r[0], "name": r[1]}, "township": {"code": r[2], "name": r[3]},
-                               "district": {"code": r[4], "name": r[5]}} for r in _rows(q_vil)}
-            self._validate(reports, devices, villages)
-            located = self._locate([snaps[d] for d in days], reports, devices)
-            batch = Batch(self, pg, now, villages, snaps[days[0]].metric_epsg)
-            with pg.pipeline():
-                # Every lock the batch needs, in one global order (retried keys first, then the merge
-                # neighbourhoods); then, under those locks, the keys seen before, the open cases the reports could
-                # join (duplicates included: a superset does no harm) and ids for the new cases.
-                self._lock_all(pg, sorted({bucket(r.source, k) for r in reports
-                                           for k in (r.external_id, r.idempotency_key) if k}),
-                               batch.merge_locks(reports, located))
-                q_seen = self._existing(pg, reports)
-                q_open = batch.candidates(reports, located)
-                q_ids = _query(pg, "SELECT nextval(pg_get_serial_sequence('events', 'id')) "
-                               "FROM generate_series(1, %(n)s)", {"n": len(reports)})
-            results: list[dict[str, Any] | None] = self._seen(reports, _rows(q_seen))
-            todo = [i for i, r in enumerate(results) if r is None]
-            results_todo = batch.run([reports[i] for i in todo], [located[i] for i in todo], _rows(q_open),
-                                     [r[0] for r in _rows(q_ids)])
-            for i, res in zip(todo, results_todo, strict=True):
-                results[i] = res
-            final = [r for r in results if r is not None]
-            with pg.pipeline():
-                batch.finish()
-                q_names = self._names(pg, final)
-                eventlog.notify_raw(pg, [r["id"] for r in final])
-            self._fill_names(final, _rows(q_names))
+        known = self._known or self._load_known()
+        confirmed = False  # whether this transaction has seen known.revision
+        while True:
+            snaps = (self.locator.cached(set(days), known.revision)  # the grid changed or a day is new: load
+                     or self.locator.snapshots(set(days), revision=known.revision))
+            try:
+                self._validate(reports, known.devices, known.villages)
+            except BatchInvalid:
+                # An unknown device or village may be new: refuse only on what this transaction sees.
+                if confirmed:
+                    raise
+                (rev,), = (yield Send([REVISION]))[0]
+                confirmed = True
+                if rev == known.revision:
+                    raise
+                known = self._load_known()
+                continue
+            addresses = sorted({r.address for r in reports if r.address and r.lon is None and not r.device_id})
+            found = {a: self.gazetteer(a) for a in addresses} if self.gazetteer else {}
+            located = self._locate([snaps[d] for d in days], reports, known.devices, found)
+            batch = Batch(self, now, known.villages, snaps[days[0]].metric_epsg)
+            # Every lock the batch needs, in one global order (retried keys first, then the merge
+            # neighbourhoods); then, under those locks, the keys seen before, the open cases the reports could
+            # join (duplicates included: a superset does no harm) and ids for the new cases.
+            rev_rows, _, seen, open_cases, ids = yield Send([
+                REVISION,
+                self._lock_all(sorted({bucket(r.source, k) for r in reports
+                                       for k in (r.external_id, r.idempotency_key) if k}),
+                               batch.merge_locks(reports, located)),
+                self._existing(reports),
+                batch.candidates(reports, located),
+                ("SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %(n)s)",
+                 {"n": len(reports)})])
+            if rev_rows[0][0] == known.revision:
+                break
+            known = self._load_known()  # the locks taken stay held: harmless
+            confirmed = False
+        results: list[dict[str, Any] | None] = self._seen(reports, seen)
+        todo = [i for i, r in enumerate(results) if r is None]
+        results_todo = yield from batch.run([reports[i] for i in todo], [located[i] for i in todo], open_cases,
+                                            [r[0] for r in ids])
+        for i, res in zip(todo, results_todo, strict=True):
+            results[i] = res
+        final = [r for r in results if r is not None]
+        answers = yield Send([*batch.finish(), self._names(final), eventlog.notify_statement([r["id"] for r in final])])
+        self._fill_names(final, answers[-2])
         return final
+
+    def _load_known(self) -> Known:
+        """The dataset revision with every device and village of it, read in one consistent snapshot."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            revision = int(conn.execute(text(REVISION[0])).scalar_one())
+            devices = {r[0]: {"kind": r[1], "subtype": r[2], "lon": r[3], "lat": r[4]} for r in conn.execute(text(
+                "SELECT id, kind, subtype, ST_X(geom), ST_Y(geom) FROM devices"))}
+            villages = {r[0]: {"village": {"code": r[0], "name": r[1]}, "township": {"code": r[2], "name": r[3]},
+                               "district": {"code": r[4], "name": r[5]}} for r in conn.execute(text("""
+                SELECT v.code, v.name, t.code, t.name, d.code, d.name FROM jurisdictions v
+                JOIN jurisdictions t ON t.id = v.parent_id
+                JOIN jurisdictions d ON d.id = t.parent_id
+                WHERE v.level = 'village'"""))}
+            conn.rollback()
+        known = Known(revision, devices, villages)
+        if self._known is None or self._known.revision <= revision:
+            self._known = known
+        return known
 
     # -- steps --------------------------------------------------------------------------------------------
     @staticmethod
-    def _lock_all(pg: psycopg.Connection[Any], keys: list[int], merges: list[int]) -> None:
-        pg.execute("""
+    def _lock_all(keys: list[int], merges: list[int]) -> Statement:
+        return ("""
             SELECT set_config('enable_seqscan', 'off', true),
                    (SELECT count(pg_advisory_xact_lock(l.space, l.b))
                     FROM (SELECT %(keys)s AS space, b, 1 AS o FROM unnest(CAST(%(kb)s AS int[])) b
                           UNION ALL SELECT %(merges)s, b, 2 FROM unnest(CAST(%(mb)s AS int[])) b ORDER BY o, b) l)""",
-                   {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys),
-                    "mb": array_literal(merges)})
-
-    @staticmethod
-    def _devices(pg: psycopg.Connection[Any], ids: set[str | None]) -> psycopg.Cursor[Any] | None:
-        if not ids:
-            return None
-        return _query(pg, "SELECT id, kind, subtype, ST_X(geom), ST_Y(geom) FROM devices "
-                          "WHERE id = ANY(CAST(%(ids)s AS text[]))",
-                      {"ids": array_literal(sorted(i for i in ids if i))})
-
-    @staticmethod
-    def _villages(pg: psycopg.Connection[Any], codes: set[str | None]) -> psycopg.Cursor[Any] | None:
-        if not codes:
-            return None
-        return _query(pg, """SELECT v.code, v.name, t.code, t.name, d.code, d.name FROM jurisdictions v
-                             JOIN jurisdictions t ON t.id = v.parent_id
-                             JOIN jurisdictions d ON d.id = t.parent_id
-                             WHERE v.code = ANY(CAST(%(c)s AS text[])) AND v.level = 'village'""",
-                      {"c": array_literal(sorted(c for c in codes if c))})
+                {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys), "mb": array_literal(merges)})
 
     def _validate(self, reports: list[Report], devices: dict[str, dict[str, Any]],
                   villages: dict[str, dict[str, Any]]) -> None:
@@ -214,15 +247,15 @@ class Intake:
         return [(i, r.source, col, k) for i, r in enumerate(reports)
                 for col, k in (("external_id", r.external_id), ("idempotency_key", r.idempotency_key)) if k]
 
-    def _existing(self, pg: psycopg.Connection[Any], reports: list[Report]) -> psycopg.Cursor[Any] | None:
-        """The events behind the keys of this batch seen before, queued on the pipeline."""
+    def _existing(self, reports: list[Report]) -> Statement | None:
+        """The events behind the keys of this batch seen before."""
         keys = self._keys(reports)
         if not keys:
             return None
         # The keys of cases, and the external ids of reports merged into cases (a case's own first report is the
         # case row itself). Cases win over merged reports.
         wanted = {col: [(s, k) for _, s, c, k in keys if c == col] for col in ("external_id", "idempotency_key")}
-        return _query(pg, """
+        return ("""
             SELECT 1 AS o, e.source, 'external_id' AS col, e.external_id, e.id FROM events e
             JOIN unnest(CAST(%(es)s AS text[]), CAST(%(ek)s AS text[])) AS w(s, k)
               ON e.source = w.s AND e.external_id = w.k
@@ -253,8 +286,8 @@ class Intake:
                 out[i] = {"id": found[(source, col, k)], "outcome": "duplicate"}
         return out
 
-    def _locate(self, snaps: list[Snapshot], reports: list[Report], devices: dict[str, dict[str, Any]]
-                ) -> list[Located]:
+    def _locate(self, snaps: list[Snapshot], reports: list[Report], devices: dict[str, dict[str, Any]],
+                found: dict[str, tuple[float, float, str] | None]) -> list[Located]:
         out: list[Located | None] = [None] * len(reports)
         pts: dict[str, list[tuple[int, float, float]]] = {}
         for i, r in enumerate(reports):
@@ -264,7 +297,7 @@ class Intake:
                 d = devices[r.device_id]
                 pts.setdefault("EPSG:4490", []).append((i, d["lon"], d["lat"]))
             elif r.address:
-                hit = self.gazetteer(r.address) if self.gazetteer else None
+                hit = found.get(r.address)
                 if hit is None:
                     out[i] = Located(None, None, "address", None, f"address not found: {r.address}")
                 else:
@@ -298,12 +331,12 @@ class Intake:
         return [o for o in out if o is not None]
 
     @staticmethod
-    def _names(pg: psycopg.Connection[Any], results: list[dict[str, Any]]) -> psycopg.Cursor[Any] | None:
-        """The cases behind duplicates and merges as they now stand, queued on the pipeline."""
+    def _names(results: list[dict[str, Any]]) -> Statement | None:
+        """The cases behind duplicates and merges as they now stand."""
         need = sorted({r["id"] for r in results if "status" not in r or r["outcome"] == "merged"})
         if not need:
             return None
-        return _query(pg, """
+        return ("""
             SELECT e.id, e.status, e.cell_code, e.cell_name, e.worker_id, e.worker_name, e.village_code, v.name,
                    e.township_code, t.name, e.district_code, d.name, e.platform, e.grade, e.level, e.deadline,
                    e.report_count, e.reason, e.unit_code
@@ -332,19 +365,3 @@ class Intake:
                 if r["outcome"] == "merged" and running is not None:
                     r["reports"] = running  # the count when this report joined
 
-
-def _query(pg: psycopg.Connection[Any], sql: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
-    """A statement queued on the connection's pipeline; its rows are read once the pipeline has synced."""
-    cur = pg.cursor()
-    cur.execute(sql, params)
-    return cur
-
-
-def _rows(cur: psycopg.Cursor[Any] | None) -> list[Any]:
-    return [] if cur is None else cur.fetchall()
-
-
-def _one(cur: psycopg.Cursor[Any]) -> Any:
-    row = cur.fetchone()
-    assert row is not None
-    return row[0]

@@ -13,9 +13,10 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import psycopg
+import orjson
 
 from gis.crs import transformer
+from gis.intake_io import Copy, Plan, Send, Statement
 from gis.merge import MergeIndex, OpenCase
 from gis.workflow import FINAL_STATUSES
 
@@ -32,6 +33,10 @@ EVENT_COLUMNS = (
     "geom", "located_by", "address", "cell_code", "cell_name", "worker_id", "worker_name", "village_code",
     "township_code", "district_code", "snapped", "distance_m", "reason", "device_id", "description", "reporter_name",
     "reporter_phone", "occurred_at", "received_at", "last_report_at", "deadline", "updated_at", "report_count")
+REPORT_COLUMNS = ("event_id", "source", "external_id", "device_id", "description", "reporter_name", "reporter_phone",
+                  "geom", "occurred_at", "received_at")
+LOG_COLUMNS = ("event_id", "at", "actor", "role", "action", "from_status", "to_status", "note", "data")
+COPY_ABOVE = 100  # rows; fewer are inserted with one statement that can travel in a pipeline
 
 
 def bucket(*parts: object) -> int:
@@ -67,19 +72,19 @@ def array_literal(values: list[Any]) -> str:
 class Batch:
     """Decides and writes one batch inside the caller's transaction."""
 
-    def __init__(self, intake: Intake, pg: psycopg.Connection[Any], now: dt.datetime,
-                 villages: dict[str, dict[str, Any]], metric_epsg: int):
-        self.i, self.pg, self.now, self.villages = intake, pg, now, villages
-        self._finish: list[tuple[str, dict[str, Any]]] = []
+    def __init__(self, intake: Intake, now: dt.datetime, villages: dict[str, dict[str, Any]], metric_epsg: int):
+        self.i, self.now, self.villages = intake, now, villages
+        self._finish: list[Statement] = []
         self.window = dt.timedelta(minutes=intake.settings.merge_window_minutes)
         self.epsg = metric_epsg
         self.tz = now.tzinfo
         self._routes: dict[tuple[str, int | None], dict[str, Any]] = {}
 
     def run(self, reports: list[Report], located: list[Located], open_cases: list[Any], ids: list[int]
-            ) -> list[dict[str, Any]]:
-        """Decide every report (merge or new case) and write it; `open_cases` are the rows of candidates(), `ids`
-        at least as many fresh event ids as there are reports. The last writes wait for finish()."""
+            ) -> Plan[list[dict[str, Any]]]:
+        """Decide every report (merge or new case) and write it (steps for gis/intake_io); `open_cases` are the
+        rows of candidates(), `ids` at least as many fresh event ids as there are reports. The writes that need no
+        answer are left for finish()."""
         occurred = [(r.occurred_at or self.now).astimezone(self.tz) for r in reports]
         mx, my = self._metric(located)
         mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
@@ -113,7 +118,7 @@ class Batch:
             if key is not None:
                 seen_keys[key] = res
         ids = ids[:len(new_rows)]
-        self._write(new_rows, merges, index, ids)
+        yield from self._write(new_rows, merges, index, ids)
         for res in results:
             ph = res.pop("_placeholder", None)
             if ph is not None:
@@ -147,8 +152,8 @@ class Batch:
                 keys.update(np.mod(cat * 1_000_003 + i * 92_821 + j * 68_917, BUCKETS).tolist())
         return sorted(keys)
 
-    def candidates(self, reports: list[Report], located: list[Located]) -> psycopg.Cursor[Any] | None:
-        """Queue the read of the open cases near each report in space and time, and of the reporting devices."""
+    def candidates(self, reports: list[Report], located: list[Located]) -> Statement | None:
+        """The read of the open cases near each report in space and time, and of the reporting devices."""
         mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
         if not mergeable:
             return None
@@ -157,8 +162,7 @@ class Batch:
         # written so that it cannot pick the GiST index over all events, whose probes grow with the table);
         # enable_seqscan is off in this transaction (see Intake.ingest) whatever stale statistics say.
         cols = "e.id, e.category, e.device_id, ST_X(e.geom), ST_Y(e.geom), e.last_report_at, e.status, e.report_count"
-        cur = self.pg.cursor()
-        cur.execute(f"""
+        return (f"""
             SELECT e.* FROM unnest(CAST(%(x)s AS float8[]), CAST(%(y)s AS float8[]), CAST(%(c)s AS text[]),
                                    CAST(%(t)s AS float8[])) AS p(x, y, c, t)
             CROSS JOIN LATERAL (
@@ -181,7 +185,6 @@ class Batch:
             "t": array_literal(occurred),
             "pad": self.i.settings.merge_distance_m / 80_000.0,  # degrees that surely cover the distance here
             "w": self.window})
-        return cur
 
     def _index(self, rows: list[Any]) -> MergeIndex:
         index = MergeIndex(self.i.settings.merge_distance_m, self.window)
@@ -211,87 +214,97 @@ class Batch:
             **fixed, "reports": 1, "reason": loc.reason, "outcome": "created",
         }
 
-    def finish(self) -> None:
-        """The writes that need no answer, queued on the caller's pipeline (they travel with the notification)."""
-        for sql, params in self._finish:
-            self.pg.execute(sql, params)
-        self._finish.clear()
+    def _bulk(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Plan[None]:
+        """Rows for a table. Many go by COPY (after the statements queued so far, which keeps their order); a few
+        become one INSERT … jsonb_populate_recordset queued with the batch's last statements, so that a small
+        group of single reports is written in the same round trip as its log and notification. dict values are
+        jsonb columns."""
+        if not rows:
+            return
+        cols = ", ".join(columns)
+        if len(rows) > COPY_ABOVE:
+            if self._finish:
+                yield Send(self._finish)
+                self._finish = []
+            yield Copy(f"COPY {table} ({cols}) FROM STDIN",
+                       [tuple(json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v for v in row)
+                        for row in rows] if table == "event_log" else rows)
+        else:
+            payload = orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows],
+                                   option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            self._finish.append((f"INSERT INTO {table} ({cols}) SELECT {cols} "
+                                 f"FROM jsonb_populate_recordset(NULL::{table}, CAST(%(rows)s AS jsonb))",
+                                 {"rows": payload}))
+
+    def finish(self) -> list[Statement]:
+        """The writes that need no answer, for the caller to send with its last statements."""
+        out, self._finish = self._finish, []
+        return out
 
     def _write(self, new_rows: list[tuple[Report, Located, dt.datetime, dict[str, Any]]],
                merges: dict[int, list[tuple[Report, Located, dt.datetime]]], index: MergeIndex, ids: list[int]
-               ) -> None:
-        """COPY the new cases and the merged reports now (COPY cannot wait in a pipeline); the rest for finish()."""
+               ) -> Plan[None]:
+        """COPY the new cases and the merged reports now; the rest is left for finish()."""
         now = self.now
         merged_into = {key: (ids[-key - 1] if key < 0 else key) for key in merges}
         counts = {key: 1 + len(merges.get(-(k + 1), [])) for k, key in enumerate(ids)}
-        cur = self.pg.cursor()
         if new_rows:
-            with cur.copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as cp:
-                for eid, (r, loc, t, res) in zip(ids, new_rows, strict=True):
-                    last = max([t, *(m[2] for m in merges.get(res["_placeholder"], []))])
-                    cell, worker = res["cell"] or {}, res["worker"] or {}
-                    found = loc.result or {}
-                    cp.write_row((
-                        eid, r.source, r.external_id, r.idempotency_key, r.category, res["grade"], res["platform"],
-                        res["status"], res["level"], res["unit"], _ewkt(loc), loc.how, r.address,
-                        cell.get("code"), cell.get("name"), worker.get("id"), worker.get("name"),
-                        (res["village"] or {}).get("code"), (res["township"] or {}).get("code"),
-                        (res["district"] or {}).get("code"), bool(found.get("snapped")),
-                        float(found.get("distance_m") or 0.0), loc.reason, r.device_id, r.description,
-                        r.reporter_name, r.reporter_phone, t, now, last, res["deadline"], now, counts[eid]))
+            rows = []
+            for eid, (r, loc, t, res) in zip(ids, new_rows, strict=True):
+                last = max([t, *(m[2] for m in merges.get(res["_placeholder"], []))])
+                cell, worker = res["cell"] or {}, res["worker"] or {}
+                found = loc.result or {}
+                rows.append((
+                    eid, r.source, r.external_id, r.idempotency_key, r.category, res["grade"], res["platform"],
+                    res["status"], res["level"], res["unit"], _ewkt(loc), loc.how, r.address,
+                    cell.get("code"), cell.get("name"), worker.get("id"), worker.get("name"),
+                    (res["village"] or {}).get("code"), (res["township"] or {}).get("code"),
+                    (res["district"] or {}).get("code"), bool(found.get("snapped")),
+                    float(found.get("distance_m") or 0.0), loc.reason, r.device_id, r.description,
+                    r.reporter_name, r.reporter_phone, t, now, last, res["deadline"], now, counts[eid]))
+            yield from self._bulk("events", EVENT_COLUMNS, rows)
         # A new case is its own first report; event_reports links the reports merged into a case.
         merged_reports = [(merged_into[key], r, loc, t) for key, items in merges.items() for r, loc, t in items]
-        if merged_reports:
-            with cur.copy("COPY event_reports (event_id, source, external_id, device_id, description, reporter_name, "
-                          "reporter_phone, geom, occurred_at, received_at) FROM STDIN") as cp:
-                for eid, r, loc, t in merged_reports:
-                    cp.write_row((eid, r.source, r.external_id, r.device_id, r.description, r.reporter_name,
-                                  r.reporter_phone, _ewkt(loc), t, now))
+        yield from self._bulk("event_reports", REPORT_COLUMNS, [
+            (eid, r.source, r.external_id, r.device_id, r.description, r.reporter_name, r.reporter_phone, _ewkt(loc),
+             t, now) for eid, r, loc, t in merged_reports])
         # The log's 'report' entries are made from the rows just written, in the server; reports with photos name
-        # them in the entry and are written from here. A case's first entry comes before its merges' entries: when
-        # the log is also COPY'd to, the server writes its entries first.
+        # them in the entry and are written from here, after the others: a case's first entry comes before the
+        # entries of the reports merged into it.
         plain = [eid for eid, (r, *_rest) in zip(ids, new_rows, strict=True) if not r.photos]
-        copy_log = bool(merges) or len(plain) < len(ids)
         if plain:
-            (cur.execute if copy_log else self._queue)("""
+            self._finish.append(("""
                 INSERT INTO event_log (event_id, at, actor, role, action, from_status, to_status, note, data)
                 SELECT e.id, %(now)s, 'intake:' || e.source, 'system', 'report', NULL, e.status, e.reason,
                        jsonb_build_object('source', e.source)
                 FROM events e WHERE e.id = ANY(CAST(%(ids)s AS bigint[])) ORDER BY e.id""",
-                {"now": now, "ids": array_literal(plain)})
+                {"now": now, "ids": array_literal(plain)}))
         status_of = {c.key: c.status for cases in index._bins.values() for c in cases}
-        if copy_log:
-            with cur.copy("COPY event_log (event_id, at, actor, role, action, from_status, to_status, note, data) "
-                          "FROM STDIN") as cp:
-                for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True):
-                    if r.photos:
-                        data = json.dumps({"source": r.source, "photos": r.photos}, ensure_ascii=False)
-                        cp.write_row((eid, now, f"intake:{r.source}", "system", "report", None, res["status"],
-                                      loc.reason, data))
-                for key, items in merges.items():
-                    status = status_of.get(key, "reported")
-                    for r, _, _ in items:
-                        cp.write_row((merged_into[key], now, f"intake:{r.source}", "system", "merge", status, status,
-                                      f"{r.source} report merged",
-                                      json.dumps({"source": r.source, "external_id": r.external_id})))
+        entries: list[tuple[Any, ...]] = [
+            (eid, now, f"intake:{r.source}", "system", "report", None, res["status"], loc.reason,
+             {"source": r.source, "photos": r.photos})
+            for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True) if r.photos]
+        for key, items in merges.items():
+            status = status_of.get(key, "reported")
+            entries += [(merged_into[key], now, f"intake:{r.source}", "system", "merge", status, status,
+                         f"{r.source} report merged", {"source": r.source, "external_id": r.external_id})
+                        for r, _, _ in items]
+        yield from self._bulk("event_log", LOG_COLUMNS, entries)
         existing = [(key, len(items), max(m[2] for m in items)) for key, items in merges.items() if key > 0]
         if existing:
-            self._queue("""UPDATE events e SET report_count = e.report_count + v.n, updated_at = %(now)s,
+            self._finish.append(("""UPDATE events e SET report_count = e.report_count + v.n, updated_at = %(now)s,
                                last_report_at = greatest(e.last_report_at, v.t)
                            FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(ns)s AS int[]),
                                        CAST(%(ts)s AS timestamptz[])) AS v(id, n, t)
                            WHERE e.id = v.id""",
                         {"ids": [e[0] for e in existing], "ns": [e[1] for e in existing],
-                         "ts": [e[2] for e in existing], "now": now})
+                          "ts": [e[2] for e in existing], "now": now}))
         photos = [(eid, url) for eid, (r, *_rest) in zip(ids, new_rows, strict=True) for url in r.photos]
         if photos:
-            self._queue("""INSERT INTO attachments (event_id, url, created_at)
+            self._finish.append(("""INSERT INTO attachments (event_id, url, created_at)
                            SELECT e, u, %(now)s
                            FROM unnest(CAST(%(e)s AS bigint[]), CAST(%(u)s AS text[])) AS a(e, u)""",
-                        {"e": [e for e, _ in photos], "u": [u for _, u in photos], "now": now})
-
-    def _queue(self, sql: str, params: dict[str, Any]) -> None:
-        self._finish.append((sql, params))
+                                 {"e": [e for e, _ in photos], "u": [u for _, u in photos], "now": now}))
 
 
 def _ewkt(loc: Located) -> str | None:

@@ -176,11 +176,10 @@ class Locator:
                         SELECT max(greatest(valid_from, valid_to)) FROM worker_assignments UNION ALL
                         SELECT max(valid_from) FROM worker_assignments) x""")).scalar()
                     self._last_change = (revision, last)
-        last_change = self._last_change[1]
         out: dict[dt.date, Snapshot] = {}
         with self._lock:
             for day in days:
-                key = last_change if last_change is not None and day >= last_change else day
+                key = self._key(day)
                 snap = self._cache.get(key)
                 if snap is None or snap.revision != revision:
                     snap = load_snapshot(self.engine, key)
@@ -191,6 +190,28 @@ class Locator:
                     self._cache.move_to_end(key)
                 out[day] = snap
         return out
+
+    def cached(self, days: set[dt.date], revision: int) -> dict[dt.date, Snapshot] | None:
+        """The snapshots for these dates if all are in memory and of this revision (no database access), else
+        None: then snapshots() loads what is missing."""
+        out: dict[dt.date, Snapshot] = {}
+        with self._lock:
+            if self._last_change is None or self._last_change[0] != revision:
+                return None
+            for day in days:
+                key = self._key(day)
+                snap = self._cache.get(key)
+                if snap is None or snap.revision != revision:
+                    return None
+                self._cache.move_to_end(key)
+                out[day] = snap
+        return out
+
+    def _key(self, day: dt.date) -> dt.date:
+        """The cache key of a date: every date since the last change of validity shares one."""
+        assert self._last_change is not None
+        last_change = self._last_change[1]
+        return last_change if last_change is not None and day >= last_change else day
 
     def locate(self, x: ArrayLike, y: ArrayLike, crs: str | int | None = None, on: dt.date | None = None
                ) -> list[dict[str, Any]]:

@@ -1,0 +1,56 @@
+"""The database conversation of an intake as steps, and their driver.
+
+Intake.plan is a generator that says what it needs from the database — statements sent together, or a COPY — and
+receives the answers; `run` carries the steps out on a psycopg connection inside the caller's transaction. Keeping
+the conversation in steps keeps its round trips few and visible: a statement that needs no answer waits for the
+next trip instead of costing one of its own, which matters most when the database is on another host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+
+T = TypeVar("T")
+Statement = tuple[str, dict[str, Any] | None]
+
+
+@dataclass
+class Send:
+    """Statements sent together (one round trip, psycopg's pipeline mode); answered with each one's rows, [] for
+    a None in the list or a statement that returns none."""
+
+    statements: Sequence[Statement | None]
+
+
+@dataclass
+class Copy:
+    """COPY … FROM STDIN of these rows (COPY cannot wait in a pipeline: it is a round trip of its own)."""
+
+    sql: str
+    rows: Sequence[Sequence[Any]]
+
+
+Plan = Generator[Send | Copy, Any, T]
+
+
+def run(pg: psycopg.Connection[Any], plan: Plan[T]) -> T:
+    """Carry out a plan on a connection inside the caller's transaction; its return value."""
+    answer: Any = None
+    while True:
+        try:
+            step = plan.send(answer)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(step, Send):
+            with pg.pipeline():
+                cursors = [None if s is None else pg.execute(s[0], s[1]) for s in step.statements]
+            answer = [[] if c is None or c.description is None else c.fetchall() for c in cursors]
+        else:
+            with pg.cursor() as cur, cur.copy(step.sql) as cp:
+                for row in step.rows:
+                    cp.write_row(row)
+            answer = None
