@@ -28,10 +28,8 @@ class InputCRS:
 
     name: str
     crs: CRS | None  # None means GCJ-02
-
-    @property
-    def geographic(self) -> bool:
-        return self.crs is None or self.crs.is_geographic
+    geographic: bool = True
+    lonlat: bool = False  # WGS84 or CGCS2000 lon/lat: taken as they are (they agree to well under a metre)
 
 
 @lru_cache(maxsize=64)
@@ -48,7 +46,9 @@ def parse_crs(text: str | int | None) -> InputCRS:
         crs = CRS.from_user_input(s)
     except CRSError as exc:
         raise InvalidCoordinates(f"unknown crs {text!r}: use an EPSG code such as EPSG:4326, or GCJ02") from exc
-    return InputCRS(crs.to_string(), crs)
+    # Worked out once here (parse_crs is cached): asking pyproj for an EPSG code costs more than a small batch.
+    lonlat = crs.to_epsg() in (4326, 4490) or crs.equals(CRS.from_user_input("OGC:CRS84"))
+    return InputCRS(crs.to_string(), crs, bool(crs.is_geographic), lonlat)
 
 
 @lru_cache(maxsize=64)
@@ -74,8 +74,7 @@ def to_storage(x: ArrayLike, y: ArrayLike, crs: InputCRS) -> tuple[NDArray[np.fl
         # GCJ-02 is an offset of WGS84; CGCS2000 and WGS84 agree to well under a metre.
         lon, lat = gcj02.gcj02_to_wgs84(xa, ya)
         return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
-    epsg = crs.crs.to_epsg()
-    if epsg in (4326, 4490) or crs.crs.equals(CRS.from_user_input("OGC:CRS84")):
+    if crs.lonlat:
         return xa.copy(), ya.copy()
     lon, lat = transformer(crs.crs, STORAGE_EPSG).transform(xa, ya, errcheck=False)
     return np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)

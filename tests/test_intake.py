@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from gis import db
-from gis.intake import TZ, Report
+from gis.intake import TZ, BatchInvalid, Report
 from tests.loop_helpers import World, world_in
 
 
@@ -74,6 +74,25 @@ def test_alarm_storm_and_cross_channel_reports_merge_into_one_case(world: World)
     assert far["outcome"] == "created" and late["outcome"] == "created"
     timeline = world.get("centre", first["id"]).json()["timeline"]
     assert [e["action"] for e in timeline].count("merge") == 6
+
+
+def test_a_device_registered_while_the_server_runs_is_known_at_once(world: World) -> None:
+    """The intake keeps the devices of the dataset revision it last saw; a new revision (a load) is noticed in
+    the same transaction, so the new device's first alarm is located, not refused."""
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2026, 11, 21, 9, 0, tzinfo=TZ)
+    assert intake.ingest([Report(source="sensor", device_id="D0006", occurred_at=t0)])[0]["outcome"] == "created"
+    lon, lat = world.other_point
+    engine = db.engine_for(world.url)
+    with engine.begin() as conn:  # what a load does: new rows and a new dataset revision
+        conn.execute(text("""INSERT INTO devices (id, kind, subtype, name, geom)
+                             SELECT 'DNEW1', kind, subtype, 'new smoke sensor', ST_SetSRID(ST_MakePoint(:x, :y), 4490)
+                             FROM devices WHERE id = 'D0006'"""), {"x": lon, "y": lat})
+        conn.execute(text("UPDATE dataset_state SET revision = revision + 1 WHERE id = 1"))
+    got = intake.ingest([Report(source="sensor", device_id="DNEW1", occurred_at=t0)])[0]
+    assert got["outcome"] == "created" and got["cell"]["code"] == world.other_cell
+    with pytest.raises(BatchInvalid, match="device DNEW2 is not known"):
+        intake.ingest([Report(source="sensor", device_id="DNEW2", occurred_at=t0)])
 
 
 def first_category(w: World, event_id: int) -> str:
@@ -149,7 +168,6 @@ def test_the_worker_is_the_one_responsible_when_the_event_occurred(world: World)
 def test_concurrent_single_reports_are_written_together_and_a_bad_one_fails_alone(world: World) -> None:
     import asyncio
 
-    from gis.intake import BatchInvalid
     from gis.intake_queue import IntakeQueue
 
     intake = world.client.app.state.intake  # type: ignore[attr-defined]
