@@ -72,6 +72,7 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
         gc.freeze()
         yield
         supervisor.cancel()
+        await asyncio.to_thread(app.state.intake_queue.close)
         app.state.feed.stop()
         app.state.engine.dispose()
 

@@ -1,65 +1,81 @@
 """Group commit for single reports: concurrent submissions are ingested together, one transaction per group.
 
 A database round trip costs the same for one report as for a hundred, so while a group is being written the
-next one gathers. One group is in flight at a time: measured under 32 clients, a second one in flight made the
-groups half as large and each slower (the two compete for the interpreter and the merge locks): 1,590 reports/s
-with one, 1,370 with two, 1,140 with three. Each submitter still gets
-its own result — or its own error: if a group is refused because of one bad report, its reports are retried one
-by one so that only the bad one fails.
+next one gathers. One intake thread writes the groups, one after the other: it takes whatever has gathered the
+moment it is free, without waiting for the event loop to start it — under 32 clients, handing each group to a
+pool thread from the loop cost 1.8 ms before the thread ran and 1.2 ms after it before the next group began,
+against 4.9 ms for the group itself. (A second group in flight at once made the groups half as large and each
+slower: the two compete for the interpreter and the merge locks.) Each submitter still gets its own result — or
+its own error: if a group is refused because of one bad report, its reports are retried one by one so that only
+the bad one fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from typing import Any
 
 from gis.errors import WanggeError
 from gis.intake import Intake, Report
 
 MAX_GROUP = 500
-IN_FLIGHT = 1
+Waiter = tuple[Report, "asyncio.Future[dict[str, Any]]", asyncio.AbstractEventLoop]
 
 
 class IntakeQueue:
-    """Use from one asyncio event loop (the server's)."""
+    """submit() from any asyncio event loop; close() when the server stops."""
 
-    def __init__(self, intake: Intake, max_group: int = MAX_GROUP, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, intake: Intake, max_group: int = MAX_GROUP) -> None:
         self.intake = intake
         self.max_group = max_group
-        self.in_flight = in_flight
-        self._pending: list[tuple[Report, asyncio.Future[dict[str, Any]]]] = []
-        self._busy = 0
+        self._pending: list[Waiter] = []
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     async def submit(self, report: Report) -> dict[str, Any]:
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append((report, future))
-        if self._busy < self.in_flight:
-            self._next()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the intake queue is closed")
+            self._pending.append((report, future, loop))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="wangge-intake", daemon=True)
+                self._thread.start()
+            self._ready.notify()
         return await future
 
-    def _next(self) -> None:
-        self._busy += 1
-        group, self._pending = self._pending[: self.max_group], self._pending[self.max_group :]
-        asyncio.get_running_loop().create_task(self._write(group))
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is pending, then stop the intake thread."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
-    async def _write(self, group: list[tuple[Report, asyncio.Future[dict[str, Any]]]]) -> None:
-        try:
-            outcomes = await asyncio.to_thread(self._ingest, [r for r, _ in group])
-            for (_, future), outcome in zip(group, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-        except BaseException as exc:  # the database went away: every waiter hears it
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-        finally:
-            self._busy -= 1
-            if self._pending and self._busy < self.in_flight:
-                self._next()
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending and not self._closed:
+                    self._ready.wait()
+                if not self._pending:
+                    return
+                group, self._pending = self._pending[: self.max_group], self._pending[self.max_group :]
+            outcomes: list[dict[str, Any] | BaseException]
+            try:
+                outcomes = self._ingest([r for r, _, _ in group])
+            except BaseException as exc:  # the database went away: every waiter hears it
+                outcomes = [exc] * len(group)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+            for (_, future, loop), outcome in zip(group, outcomes, strict=True):
+                by_loop.setdefault(loop, []).append((future, outcome))
+            for loop, answers in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
+                    loop.call_soon_threadsafe(_deliver, answers)
 
     def _ingest(self, reports: list[Report]) -> list[dict[str, Any] | BaseException]:
         try:
@@ -74,3 +90,13 @@ class IntakeQueue:
             except WanggeError as exc:
                 outcomes.append(exc)
         return outcomes
+
+
+def _deliver(answers: list[tuple[asyncio.Future[dict[str, Any]], dict[str, Any] | BaseException]]) -> None:
+    for future, outcome in answers:
+        if future.done():  # the client went away
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -191,6 +191,7 @@ def test_concurrent_single_reports_are_written_together_and_a_bad_one_fails_alon
                                     return_exceptions=True)
 
     outcomes = asyncio.run(main())
+    queue.close()
     assert isinstance(outcomes[10], BatchInvalid) and "not_a_category" in str(outcomes[10])
     created = [o for k, o in enumerate(outcomes) if k != 10]
     assert all(isinstance(o, dict) and o["outcome"] == "created" for o in created)
