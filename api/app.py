@@ -87,6 +87,7 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
     app.include_router(layers.router)
     app.include_router(auth.router)
     app.include_router(events.router)
+    events.document(app)
     app.include_router(stats.router)
     app.include_router(feed.router)
     app.include_router(open311.router)

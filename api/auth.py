@@ -48,10 +48,20 @@ def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()
 
 async def principal(request: Request, token: Annotated[str | None, Depends(_bearer)],
                     x_device_key: Annotated[str | None, Header()] = None) -> Principal:
+    return await resolve(request, token, x_device_key)
+
+
+async def principal_of(request: Request) -> Principal:
+    """principal() for an endpoint that reads its own headers (the busiest one: no dependency to solve)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return await resolve(request, token if scheme.lower() == "bearer" else None, request.headers.get("x-device-key"))
+
+
+async def resolve(request: Request, token: str | None, device_key: str | None) -> Principal:
     # Async on purpose: a cached answer costs a JWT check and a dict lookup, and a hop into the thread pool
     # would cost more than that. The database is read (in the pool) only when the cache has no fresh answer.
-    if x_device_key:
-        device = await _cached(request, "device", x_device_key, accounts.device_for_key)
+    if device_key:
+        device = await _cached(request, "device", device_key, accounts.device_for_key)
         if device is None:
             raise HTTPException(401, "unknown or revoked device key")
         return Principal(device_id=device)

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from api.auth import ActorDep, PrincipalDep
+from api.auth import ActorDep, PrincipalDep, principal_of
 from gis import cases
 from gis.intake import SOURCES, TZ, Report
 
@@ -84,16 +84,54 @@ def _check_may_report(p: Any, e: EventIn) -> None:
         raise HTTPException(403, f"a {p.actor.role} account cannot report events")
 
 
-@router.post("", status_code=201, responses={200: {"description": "duplicate (idempotent retry) or merged"}})
-async def post_event(request: Request, body: EventIn, p: PrincipalDep,
-                     idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> Any:
+@router.post("", status_code=201, responses={
+    200: {"description": "duplicate (idempotent retry) or merged"}, 201: {"description": "a new case"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                       "schema": {"$ref": "#/components/schemas/EventIn"}}}},
+                   "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                   "schema": {"type": "string", "maxLength": 128}}],
+                   "security": [{"OAuth2PasswordBearer": []}, {"DeviceKey": []}]})
+async def post_event(request: Request) -> Any:
     """Report one event from any channel; located, routed, merged into an open case or opened as a new one."""
+    # The busiest endpoint reads its headers and body itself: FastAPI's dependency solving and body handling
+    # cost more than the rest of answering (pydantic parses the bytes directly, orjson writes the answer).
+    p = await principal_of(request)
+    try:
+        body = EventIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    key = request.headers.get("idempotency-key")
+    if key is not None and len(key) > 128:
+        raise HTTPException(422, "the Idempotency-Key header may be at most 128 characters")
     _check_may_report(p, body)
     # Concurrent reports are written together (group commit); each still gets its own answer.
-    result = await request.app.state.intake_queue.submit(body.report(idempotency_key))
-    # orjson: on the busiest endpoint, json.dumps would cost a good part of what answering takes.
+    result = await request.app.state.intake_queue.submit(body.report(key))
     return Response(orjson.dumps(result), status_code=201 if result["outcome"] == "created" else 200,
                     media_type="application/json")
+
+
+def document(app: Any) -> None:
+    """Put the models that the intake endpoints parse themselves (EventIn, BatchIn) and the device key into the
+    OpenAPI components that their request bodies refer to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec: dict[str, Any] = build()
+        components = spec.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for model in (EventIn, BatchIn):
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas.setdefault(name, sub)
+            schemas.setdefault(model.__name__, schema)
+        components.setdefault("securitySchemes", {})["DeviceKey"] = {
+            "type": "apiKey", "in": "header", "name": "X-Device-Key",
+            "description": "a device's own key (wangge device-key DEVICE_ID): sensor and camera events only"}
+        return spec
+
+    app.openapi = openapi
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -54,6 +54,11 @@ def test_health_and_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/api/v1/locate" in spec["paths"]
+    # The intake endpoints parse their bodies themselves; their documented bodies still resolve.
+    body = spec["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/EventIn"}
+    assert {"EventIn", "BatchIn", "Reporter"} <= set(spec["components"]["schemas"])
+    assert "DeviceKey" in spec["components"]["securitySchemes"]
 
 
 def test_health_reports_an_unreachable_database() -> None:
