@@ -114,16 +114,16 @@ class Intake:
         # One connection and one transaction per batch; a refused batch rolls back having written nothing.
         with self.engine.begin() as conn:
             return intake_io.run(conn.connection.driver_connection,  # type: ignore[arg-type]
-                                 self.plan(reports, now))
+                                 self.plan(reports, now), commit=True)
 
     def plan(self, reports: list[Report], now: dt.datetime | None = None) -> intake_io.Plan[list[dict[str, Any]]]:
         """The intake of a batch as steps for a driver of gis/intake_io (run inside one transaction).
 
-        Whatever its size, a batch costs two round trips to the server besides the commit — the locks and
-        lookups before deciding, then the writes with the notification; a batch of more than COPY_ABOVE new cases
-        sends them by COPY. The grid, devices and villages are those of the
-        dataset revision last seen, checked in the first round trip: when a load or a publish changed it
-        meanwhile, the batch is decided again on the new one."""
+        Whatever its size, a batch costs two round trips to the server — the locks and lookups before deciding,
+        then the writes with the notification and the commit; a batch of more than COPY_ABOVE new cases sends
+        them by COPY. The grid, devices and villages are those of the dataset revision last seen, checked in the
+        first round trip: when a load or a publish changed it meanwhile, the batch is decided again on the new
+        one."""
         now = (now or dt.datetime.now(TZ)).astimezone(TZ)
         if not reports:
             return []
@@ -174,7 +174,8 @@ class Intake:
         for i, res in zip(todo, results_todo, strict=True):
             results[i] = res
         final = [r for r in results if r is not None]
-        answers = yield Send([*batch.finish(), self._names(final), eventlog.notify_statement([r["id"] for r in final])])
+        answers = yield Send([*batch.finish(), self._names(final), eventlog.notify_statement([r["id"] for r in final])],
+                             last=True)
         self._fill_names(final, answers[-2])
         return final
 

@@ -24,6 +24,7 @@ class Send:
     a None in the list or a statement that returns none."""
 
     statements: Sequence[Statement | None]
+    last: bool = False  # the plan's last statements: run(commit=True) commits with them
 
 
 @dataclass
@@ -37,8 +38,10 @@ class Copy:
 Plan = Generator[Send | Copy, Any, T]
 
 
-def run(pg: psycopg.Connection[Any], plan: Plan[T]) -> T:
-    """Carry out a plan on a connection inside the caller's transaction; its return value."""
+def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
+    """Carry out a plan on a connection inside the caller's transaction; its return value. With `commit`, the
+    transaction is committed with the plan's last statements, which saves a round trip (psycopg then knows the
+    connection is idle: the caller's own commit does nothing; a failure raises and the caller rolls back)."""
     answer: Any = None
     while True:
         try:
@@ -46,9 +49,11 @@ def run(pg: psycopg.Connection[Any], plan: Plan[T]) -> T:
         except StopIteration as stop:
             return stop.value
         if isinstance(step, Send):
+            statements = [*step.statements, ("COMMIT", None)] if step.last and commit else step.statements
             with pg.pipeline():
-                cursors = [None if s is None else pg.execute(s[0], s[1]) for s in step.statements]
-            answer = [[] if c is None or c.description is None else c.fetchall() for c in cursors]
+                cursors = [None if s is None else pg.execute(s[0], s[1]) for s in statements]
+            answer = [[] if c is None or c.description is None else c.fetchall()
+                      for c in cursors[:len(step.statements)]]
         else:
             with pg.cursor() as cur, cur.copy(step.sql) as cp:
                 for row in step.rows:
