@@ -201,8 +201,13 @@ class Intake:
     # -- steps --------------------------------------------------------------------------------------------
     @staticmethod
     def _lock_all(keys: list[int], merges: list[int]) -> Statement:
+        """The locks, and two settings for the rest of the transaction: no sequential scans for the index probes,
+        and a plan made for each execution's own arguments. psycopg prepares a statement run five times, and
+        PostgreSQL then settles on a generic plan that cannot see how short the arrays are: the probes for keys
+        and open cases grew with the table (6 ms and 12 ms a group at 30,000 events, against 0.4 ms each)."""
         return ("""
             SELECT set_config('enable_seqscan', 'off', true),
+                   set_config('plan_cache_mode', 'force_custom_plan', true),
                    (SELECT count(pg_advisory_xact_lock(l.space, l.b))
                     FROM (SELECT %(keys)s AS space, b, 1 AS o FROM unnest(CAST(%(kb)s AS int[])) b
                           UNION ALL SELECT %(merges)s, b, 2 FROM unnest(CAST(%(mb)s AS int[])) b ORDER BY o, b) l)""",
