@@ -20,6 +20,7 @@ from gis.intake import SOURCES, TZ, Report
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 MAX_BATCH = 10_000
+MAX_KEY = 128  # characters of an external_id or an Idempotency-Key
 REPORTING_ROLES = ("grid_worker", "grid_leader", "command_centre", "admin")
 PHOTO_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
@@ -42,7 +43,7 @@ class EventIn(BaseModel):
     occurred_at: dt.datetime | None = None
     description: str | None = Field(None, max_length=4000)
     reporter: Reporter | None = None
-    external_id: str | None = Field(None, max_length=128)
+    external_id: str | None = Field(None, max_length=MAX_KEY)
     grade: int | None = Field(None, ge=1, le=3)
     photos: list[str] = Field(default_factory=list, max_length=10, description="photo URLs")
 
@@ -89,7 +90,7 @@ def _check_may_report(p: Any, e: EventIn) -> None:
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                        "schema": {"$ref": "#/components/schemas/EventIn"}}}},
                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                   "schema": {"type": "string", "maxLength": 128}}],
+                                   "schema": {"type": "string", "maxLength": MAX_KEY}}],
                    "security": [{"OAuth2PasswordBearer": []}, {"DeviceKey": []}]})
 async def post_event(request: Request) -> Any:
     """Report one event from any channel; located, routed, merged into an open case or opened as a new one."""
@@ -101,8 +102,8 @@ async def post_event(request: Request) -> Any:
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     key = request.headers.get("idempotency-key")
-    if key is not None and len(key) > 128:
-        raise HTTPException(422, "the Idempotency-Key header may be at most 128 characters")
+    if key is not None and len(key) > MAX_KEY:
+        raise HTTPException(422, f"the Idempotency-Key header may be at most {MAX_KEY} characters")
     _check_may_report(p, body)
     # Concurrent reports are written together (group commit); each still gets its own answer.
     result = await request.app.state.intake_queue.submit(body.report(key))
@@ -111,8 +112,8 @@ async def post_event(request: Request) -> Any:
 
 
 def document(app: Any) -> None:
-    """Put the models that the intake endpoints parse themselves (EventIn, BatchIn) and the device key into the
-    OpenAPI components that their request bodies refer to."""
+    """Put the models that the intake endpoints parse themselves (EventIn, BatchIn, and the models they use) and
+    the device key into the OpenAPI components that their request bodies refer to."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -134,15 +135,8 @@ def document(app: Any) -> None:
     app.openapi = openapi
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON schema for openapi_extra; the models it refers to are in the components already."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return schema
-
-
 @router.post("/batch", openapi_extra={"requestBody": {"required": True, "content": {
-    "application/json": {"schema": _schema(BatchIn)}}}})
+    "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}}}}})
 async def post_batch(request: Request, p: PrincipalDep) -> Any:
     """Up to 10,000 events in one transaction: all stored, or none (422 naming each bad item)."""
     # The body is parsed straight from bytes by pydantic's JSON parser: for 10,000 events that is several times

@@ -76,11 +76,11 @@ class Report:
 
 @dataclass(frozen=True)
 class Known:
-    """What the intake keeps of a dataset revision besides the grid: its devices and villages."""
+    """What the intake keeps of a dataset revision besides the grid (whose snapshot also knows the villages):
+    its devices."""
 
     revision: int
     devices: dict[str, dict[str, Any]]
-    villages: dict[str, dict[str, Any]]
 
 
 REVISION: Statement = ("SELECT revision FROM dataset_state WHERE id = 1", None)
@@ -134,10 +134,10 @@ class Intake:
         known = self._known or self._load_known()
         confirmed = False  # whether this transaction has seen known.revision
         while True:
-            snaps = (self.locator.cached(set(days), known.revision)  # the grid changed or a day is new: load
-                     or self.locator.snapshots(set(days), revision=known.revision))
+            snaps = self.locator.snapshots(set(days), revision=known.revision)
+            villages = snaps[days[0]].villages
             try:
-                self._validate(reports, known.devices, known.villages)
+                self._validate(reports, known.devices, villages)
             except BatchInvalid:
                 # An unknown device or village may be new: refuse only on what this transaction sees.
                 if confirmed:
@@ -151,7 +151,7 @@ class Intake:
             addresses = sorted({r.address for r in reports if r.address and r.lon is None and not r.device_id})
             found = {a: self.gazetteer(a) for a in addresses} if self.gazetteer else {}
             located = self._locate([snaps[d] for d in days], reports, known.devices, found)
-            batch = Batch(self, now, known.villages, snaps[days[0]].metric_epsg)
+            batch = Batch(self, now, villages, snaps[days[0]].metric_epsg)
             # Every lock the batch needs, in one global order (retried keys first, then the merge
             # neighbourhoods); then, under those locks, the keys seen before, the open cases the reports could
             # join (duplicates included: a superset does no harm) and ids for the new cases.
@@ -181,20 +181,14 @@ class Intake:
         return final
 
     def _load_known(self) -> Known:
-        """The dataset revision with every device and village of it, read in one consistent snapshot."""
+        """The dataset revision with every device of it, read in one consistent snapshot."""
         with self.engine.connect() as conn:
             conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             revision = int(conn.execute(text(REVISION[0])).scalar_one())
             devices = {r[0]: {"kind": r[1], "subtype": r[2], "lon": r[3], "lat": r[4]} for r in conn.execute(text(
                 "SELECT id, kind, subtype, ST_X(geom), ST_Y(geom) FROM devices"))}
-            villages = {r[0]: {"village": {"code": r[0], "name": r[1]}, "township": {"code": r[2], "name": r[3]},
-                               "district": {"code": r[4], "name": r[5]}} for r in conn.execute(text("""
-                SELECT v.code, v.name, t.code, t.name, d.code, d.name FROM jurisdictions v
-                JOIN jurisdictions t ON t.id = v.parent_id
-                JOIN jurisdictions d ON d.id = t.parent_id
-                WHERE v.level = 'village'"""))}
             conn.rollback()
-        known = Known(revision, devices, villages)
+        known = Known(revision, devices)
         if self._known is None or self._known.revision <= revision:
             self._known = known
         return known

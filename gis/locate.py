@@ -49,6 +49,15 @@ class Snapshot:
     metric_epsg: int
     _metric_tree: shapely.STRtree | None = None
     _zones: dict[float, shapely.Geometry] | None = None
+    _villages: dict[str, dict[str, Ref]] | None = None
+
+    @property
+    def villages(self) -> dict[str, dict[str, Ref]]:
+        """Village code → its village, township and district references, built on first use."""
+        if self._villages is None:
+            self._villages = {str(self.jur_codes[pos]): _chain(self, int(pos))
+                              for pos in np.flatnonzero(self.jur_level == "village")}
+        return self._villages
 
     @property
     def metric_tree(self) -> shapely.STRtree:
@@ -162,9 +171,14 @@ class Locator:
     def snapshots(self, days: set[dt.date], conn: Connection | None = None,
                   revision: int | None = None) -> dict[dt.date, Snapshot]:
         """Snapshots for several dates with one revision check (on `conn` when given, which saves a connection;
-        a caller that has just read dataset_state.revision in its transaction passes it and saves a query).
+        a caller that has just read dataset_state.revision in its transaction passes it, and then the database is
+        not touched at all while the cache holds those dates at that revision).
         Every date after the dataset's last change of validity (a valid_from or valid_to) shares one snapshot, so
         a year of events rarely needs more than one."""
+        if revision is not None:
+            hit = self._cached(days, revision)
+            if hit is not None:
+                return hit
         with contextlib.nullcontext(conn) if conn is not None else self.engine.connect() as conn:
             if revision is None:
                 revision = int(conn.execute(text("SELECT revision FROM dataset_state WHERE id = 1")).scalar_one())
@@ -191,9 +205,8 @@ class Locator:
                 out[day] = snap
         return out
 
-    def cached(self, days: set[dt.date], revision: int) -> dict[dt.date, Snapshot] | None:
-        """The snapshots for these dates if all are in memory and of this revision (no database access), else
-        None: then snapshots() loads what is missing."""
+    def _cached(self, days: set[dt.date], revision: int) -> dict[dt.date, Snapshot] | None:
+        """The snapshots for these dates if all are in memory and of this revision, else None."""
         out: dict[dt.date, Snapshot] = {}
         with self._lock:
             if self._last_change is None or self._last_change[0] != revision:
