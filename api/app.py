@@ -21,6 +21,7 @@ from gis.cases import Cases
 from gis.gazetteer_db import GazetteerCache
 from gis.intake import Intake, IntakeSettings
 from gis.intake_queue import IntakeQueue
+from gis.intake_worker import IntakeWorker
 from gis.locate import Locator
 from gis.settings import AuthSettings, DatabaseSettings, LocateSettings, SupervisionSettings
 from gis.supervision import sweep
@@ -57,7 +58,12 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
         app.state.gazetteer = GazetteerCache(app.state.engine)
         app.state.intake = Intake(app.state.engine, app.state.locator, app.state.taxonomy, app.state.calendar,
                                   IntakeSettings(), gazetteer=app.state.gazetteer.match)
-        app.state.intake_queue = IntakeQueue(app.state.intake)
+        # Single reports are decided in a worker process of their own, out of the event loop's way (see
+        # gis/intake_worker.py); batches, Open311 and the dashboard's own writes use this process's intake.
+        worker = IntakeWorker(url, locate_settings or LocateSettings()) if IntakeSettings().intake_process else None
+        if worker is not None:
+            worker.start()
+        app.state.intake_queue = IntakeQueue(app.state.intake, worker=worker)
         app.state.cases = Cases(app.state.engine, app.state.taxonomy, app.state.calendar, app.state.locator)
         app.state.auth = AuthSettings()
         app.state.secret_key = app.state.auth.key()

@@ -19,6 +19,7 @@ from gis.errors import (
     WanggeError,
 )
 from gis.intake import BatchInvalid
+from gis.intake_worker import WorkerLost
 from gis.workflow import ActionInvalid, IllegalTransition
 
 STATUS: dict[type[WanggeError], int] = {
@@ -26,6 +27,7 @@ STATUS: dict[type[WanggeError], int] = {
     PackageInvalid: 422,
     NotFound: 404,
     DatabaseUnavailable: 503,
+    WorkerLost: 503,
     ConfigurationError: 500,
     IllegalTransition: 409,
     ActionInvalid: 422,

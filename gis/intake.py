@@ -42,6 +42,8 @@ class IntakeSettings(BaseSettings):
 
     merge_distance_m: float = 50.0
     merge_window_minutes: float = 30.0
+    # Single reports decided in a worker process (gis/intake_worker.py); false: in the server's intake thread.
+    intake_process: bool = True
 
 
 class BatchInvalid(WanggeError):
@@ -52,6 +54,9 @@ class BatchInvalid(WanggeError):
         first = errors[0]["message"] if errors else ""
         n = len(errors)
         super().__init__(f"{n} invalid item{'s' if n != 1 else ''}, nothing stored; first: {first}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # it crosses from the intake worker to the server
+        return (BatchInvalid, (self.errors,))
 
 
 @dataclass

@@ -8,6 +8,9 @@ against 4.9 ms for the group itself. (A second group in flight at once made the 
 slower: the two compete for the interpreter and the merge locks.) Each submitter still gets its own result — or
 its own error: if a group is refused because of one bad report, its reports are retried one by one so that only
 the bad one fails.
+
+With an IntakeWorker (gis/intake_worker.py, the server's default) the groups are decided and written in a worker
+process, out of the event loop's way; without one, in the intake thread itself.
 """
 
 from __future__ import annotations
@@ -15,20 +18,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gis.errors import WanggeError
 from gis.intake import Intake, Report
 
+if TYPE_CHECKING:
+    from gis.intake_worker import IntakeWorker
+
 MAX_GROUP = 500
+Outcome = dict[str, Any] | BaseException
 Waiter = tuple[Report, "asyncio.Future[dict[str, Any]]", asyncio.AbstractEventLoop]
 
 
 class IntakeQueue:
     """submit() from any asyncio event loop; close() when the server stops."""
 
-    def __init__(self, intake: Intake, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, intake: Intake, max_group: int = MAX_GROUP, worker: IntakeWorker | None = None) -> None:
         self.intake = intake
+        self.worker = worker
         self.max_group = max_group
         self._pending: list[Waiter] = []
         self._ready = threading.Condition()
@@ -49,13 +57,15 @@ class IntakeQueue:
         return await future
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is pending, then stop the intake thread."""
+        """Write what is pending, then stop the intake thread (and the worker)."""
         with self._ready:
             self._closed = True
             self._ready.notify()
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+        if self.worker is not None:
+            self.worker.close()
 
     def _work(self) -> None:
         while True:
@@ -65,7 +75,7 @@ class IntakeQueue:
                 if not self._pending:
                     return
                 group, self._pending = self._pending[: self.max_group], self._pending[self.max_group :]
-            outcomes: list[dict[str, Any] | BaseException]
+            outcomes: list[Outcome]
             try:
                 outcomes = self._ingest([r for r, _, _ in group])
             except BaseException as exc:  # the database went away: every waiter hears it
@@ -77,20 +87,24 @@ class IntakeQueue:
                 with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
                     loop.call_soon_threadsafe(_deliver, answers)
 
-    def _ingest(self, reports: list[Report]) -> list[dict[str, Any] | BaseException]:
-        try:
-            return list(self.intake.ingest(reports))
-        except WanggeError as exc:
-            if len(reports) == 1:
-                return [exc]
-        outcomes: list[dict[str, Any] | BaseException] = []
-        for r in reports:
-            try:
-                outcomes.append(self.intake.ingest([r])[0])
-            except WanggeError as exc:
-                outcomes.append(exc)
-        return outcomes
+    def _ingest(self, reports: list[Report]) -> list[Outcome]:
+        return self.worker.ingest(reports) if self.worker is not None else ingest_each(self.intake, reports)
 
+
+def ingest_each(intake: Intake, reports: list[Report]) -> list[Outcome]:
+    """A group in one transaction; if a report is refused, the others one by one so that only that one fails."""
+    try:
+        return list(intake.ingest(reports))
+    except WanggeError as exc:
+        if len(reports) == 1:
+            return [exc]
+    outcomes: list[Outcome] = []
+    for r in reports:
+        try:
+            outcomes.append(intake.ingest([r])[0])
+        except WanggeError as exc:
+            outcomes.append(exc)
+    return outcomes
 
 def _deliver(answers: list[tuple[asyncio.Future[dict[str, Any]], dict[str, Any] | BaseException]]) -> None:
     for future, outcome in answers:

@@ -1,0 +1,141 @@
+"""Single reports decided and written in a process of their own: the intake worker.
+
+The HTTP process parses requests and answers them; deciding a group of reports (locate, route, merge) and holding
+the database conversation cost about a millisecond of Python per group. In one process the two take turns on the
+one interpreter lock: every database answer waited for the event loop, and the loop for the intake — measured with
+bench/ingest.py (32 clients), the event loop was idle ~30 % of the time while the process used 0.7 of a core, and
+single reports stayed at 2,300–2,500 a second. With the intake in a worker of its own, the same run gives ~3,500.
+
+The worker is a child (`python -m gis.intake_worker FD`) joined by a socket pair; the intake queue's thread sends
+it a group of reports and receives one outcome per report (the stored event's answer, or the error for that report
+alone). It builds its own Intake from the same settings; its caches follow the dataset revision in the database,
+as the server's do, so a load or a grid change is seen by both. It is started with the server and again when a
+group finds it dead. A group in flight when it died fails with 503: its reports may or may not have been stored, and a
+client retrying with the same external_id or Idempotency-Key gets the first event, never a second. The worker
+leaves when the server closes the socket (or dies: the socket closes with it).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from gis.errors import DatabaseUnavailable, WanggeError
+from gis.intake import Intake, Report
+from gis.intake_queue import Outcome, ingest_each
+
+log = logging.getLogger("wangge.intake")
+
+
+class WorkerLost(WanggeError):
+    """The intake worker stopped while it had reports (HTTP 503)."""
+
+
+class IntakeWorker:
+    """The server's side: ingest() from one thread at a time (the intake queue's)."""
+
+    def __init__(self, database_url: str, locate_settings: Any) -> None:
+        self.database_url = database_url
+        self.locate_settings = locate_settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+
+    def ingest(self, reports: list[Report]) -> list[Outcome]:
+        if self.process is not None and self.process.poll() is not None:
+            self.close()  # it died between groups: nothing was in flight
+        if self._conn is None:
+            self.start()
+        assert self._conn is not None
+        try:
+            self._conn.send(reports)
+            outcomes: list[Outcome] = self._conn.recv()
+        except (EOFError, OSError):
+            self.close(timeout=5)
+            raise WorkerLost("the intake worker stopped while storing this report; it may have been stored: "
+                             "send it again with the same external_id or Idempotency-Key") from None
+        return outcomes
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the worker leave (it finishes the group it has), or end it after `timeout` seconds."""
+        conn, proc, self._conn, self.process = self._conn, self.process, None, None
+        if conn is not None:
+            conn.close()
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def start(self) -> None:
+        """Start the worker (it imports and connects while the server goes on); ingest() starts it if need be."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen([sys.executable, "-m", "gis.intake_worker", str(theirs.fileno())],
+                                            pass_fds=[theirs.fileno()])
+        self._conn = Connection(ours.detach())
+        self._conn.send((self.database_url, self.locate_settings))
+
+
+# -- the worker's side ------------------------------------------------------------------------------------------
+def _portable(outcomes: list[Outcome]) -> list[Outcome]:
+    """Outcomes the server can unpickle: a database error as 503, anything unforeseen as a one-line error."""
+    out: list[Outcome] = []
+    for o in outcomes:
+        if isinstance(o, BaseException) and not isinstance(o, WanggeError):
+            if type(o).__name__ == "OperationalError":  # SQLAlchemy's or psycopg's: the database went away
+                o = DatabaseUnavailable(f"the database does not answer: {str(o).splitlines()[0] if str(o) else o}")
+            else:
+                log.error("intake failed", exc_info=o)
+                o = WanggeError(f"the intake failed: {type(o).__name__}: {o}")
+        out.append(o)
+    try:
+        pickle.dumps(out)
+    except Exception:
+        out = [WanggeError(str(o)) if isinstance(o, BaseException) else o for o in out]
+    return out
+
+
+def serve(conn: Connection) -> None:
+    from gis import db
+    from gis.gazetteer_db import GazetteerCache
+    from gis.intake import IntakeSettings
+    from gis.locate import Locator
+    from gis.taxonomy import load_taxonomy
+    from gis.workcalendar import load_calendar
+
+    url, locate_settings = conn.recv()
+    engine = db.engine_for(url)
+    intake = Intake(engine, Locator(engine, locate_settings), load_taxonomy(), load_calendar(), IntakeSettings(),
+                    gazetteer=GazetteerCache(engine).match)
+    gc.collect()
+    gc.freeze()  # as in the server (api/app.py): the start-up heap stays out of every collection
+    gc.set_threshold(20_000, 20, 20)
+    try:
+        while True:
+            try:
+                reports = conn.recv()
+            except EOFError:
+                return
+            try:
+                outcomes = ingest_each(intake, reports)
+            except Exception as exc:  # the database went away: every waiter hears it
+                outcomes = [exc] * len(reports)
+            conn.send(_portable(outcomes))
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    # Ctrl-C in a terminal reaches the whole process group: the server drains its queue through this worker
+    # and then closes the socket, which is when the worker leaves.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING)
+    serve(Connection(int(sys.argv[1])))
