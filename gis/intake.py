@@ -25,7 +25,7 @@ from sqlalchemy import Engine, text
 from gis import eventlog, intake_io
 from gis.errors import InvalidCoordinates, WanggeError
 from gis.intake_batch import MERGE_LOCKS, Batch, array_literal, bucket
-from gis.intake_io import Send, Statement
+from gis.intake_io import Send, Statement, Unprepared
 from gis.locate import Locator, Snapshot, assign_arrays, to_results
 from gis.taxonomy import Taxonomy
 from gis.workcalendar import WorkCalendar
@@ -164,9 +164,8 @@ class Intake:
                 REVISION,
                 self._lock_all(sorted({bucket(r.source, k) for r in reports
                                        for k in (r.external_id, r.idempotency_key) if k}),
-                               batch.merge_locks(reports, located), len(reports) <= CUSTOM_PLANS_UP_TO),
-                self._existing(reports),
-                batch.candidates(reports, located),
+                               batch.merge_locks(reports, located)),
+                *self._probes(len(reports), self._existing(reports), batch.candidates(reports, located)),
                 ("SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %(n)s)",
                  {"n": len(reports)})])
             if rev_rows[0][0] == known.revision:
@@ -200,21 +199,27 @@ class Intake:
 
     # -- steps --------------------------------------------------------------------------------------------
     @staticmethod
-    def _lock_all(keys: list[int], merges: list[int], custom_plans: bool) -> Statement:
-        """The locks, and settings for the rest of the transaction: no sequential scans for the index probes; for
-        a small batch, plans made for each execution's own arguments. psycopg prepares a statement run five times,
-        and PostgreSQL may then settle on a generic plan that cannot see how short the arrays are: measured in
-        process, the key and open-case probes of a group of 26 grew with the table (6 ms and 12 ms at 30,000
-        events, against 0.4 ms each with custom plans). A batch of thousands is better served by the generic plan
-        (custom planning of its long arrays cost ~15 % of its time)."""
+    def _lock_all(keys: list[int], merges: list[int]) -> Statement:
+        """The locks, and no sequential scans for the rest of the transaction (its probes use indexes whatever
+        stale statistics say)."""
         return ("""
             SELECT set_config('enable_seqscan', 'off', true),
-                   set_config('plan_cache_mode', %(plans)s, true),
                    (SELECT count(pg_advisory_xact_lock(l.space, l.b))
                     FROM (SELECT %(keys)s AS space, b, 1 AS o FROM unnest(CAST(%(kb)s AS int[])) b
                           UNION ALL SELECT %(merges)s, b, 2 FROM unnest(CAST(%(mb)s AS int[])) b ORDER BY o, b) l)""",
-                {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys), "mb": array_literal(merges),
-                 "plans": "force_custom_plan" if custom_plans else "auto"})
+                {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys), "mb": array_literal(merges)})
+
+    @staticmethod
+    def _probes(n: int, *probes: Statement | None) -> list[Statement | None]:
+        """The key and open-case probes of a small batch are planned for their own arguments every time. psycopg
+        prepares a statement run five times, and PostgreSQL then may keep a generic plan made while the table
+        was small: measured in process from an empty table, groups of 26 reports grew from 3.5 to 32 ms over
+        52,000 events (the two probes 6 and 14 ms), against a flat 3.6 ms planned each time. Every other
+        statement keeps its prepared plan (forcing custom plans on all of them cost ~25 % per group), and so do
+        the probes of a batch of thousands (planning their long arrays cost ~15 % of its time)."""
+        if n > CUSTOM_PLANS_UP_TO:
+            return list(probes)
+        return [None if p is None else Unprepared(p) for p in probes]
 
     def _validate(self, reports: list[Report], devices: dict[str, dict[str, Any]],
                   villages: dict[str, dict[str, Any]]) -> None:

@@ -18,6 +18,16 @@ T = TypeVar("T")
 Statement = tuple[str, dict[str, Any] | None]
 
 
+class Unprepared(tuple[str, dict[str, Any] | None]):
+    """A statement planned for its own arguments at every execution: psycopg never prepares it, so PostgreSQL
+    cannot settle on a generic plan for it (see Intake.plan)."""
+
+    __slots__ = ()
+
+    def __new__(cls, statement: Statement) -> Unprepared:
+        return super().__new__(cls, statement)
+
+
 @dataclass
 class Send:
     """Statements sent together (one round trip, psycopg's pipeline mode); answered with each one's rows, [] for
@@ -51,7 +61,8 @@ def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
         if isinstance(step, Send):
             statements = [*step.statements, ("COMMIT", None)] if step.last and commit else step.statements
             with pg.pipeline():
-                cursors = [None if s is None else pg.execute(s[0], s[1]) for s in statements]
+                cursors = [None if s is None else pg.execute(s[0], s[1], prepare=False if isinstance(s, Unprepared)
+                                                             else None) for s in statements]
             answer = [[] if c is None or c.description is None else c.fetchall()
                       for c in cursors[:len(step.statements)]]
         else:
