@@ -8,7 +8,7 @@ next trip instead of costing one of its own, which matters most when the databas
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,10 +39,11 @@ class Send:
 
 @dataclass
 class Copy:
-    """COPY … FROM STDIN of these rows (COPY cannot wait in a pipeline: it is a round trip of its own)."""
+    """COPY … FROM STDIN of these rows (COPY cannot wait in a pipeline: it is a round trip of its own). The rows
+    may be a generator: each is sent as it comes, and the server works on them meanwhile."""
 
     sql: str
-    rows: Sequence[Sequence[Any]]
+    rows: Iterable[Sequence[Any]]
 
 
 Plan = Generator[Send | Copy, Any, T]

@@ -119,6 +119,37 @@ def test_batch_is_all_or_nothing_with_per_item_results(world: World) -> None:
     assert pigeon.status_code == 422 and "source" in pigeon.text
 
 
+@pytest.mark.parametrize("cells", [10, 120])  # 30 reports go in one INSERT; 360 stream by COPY as they are decided
+def test_a_storm_inside_one_batch_makes_one_case_per_place(world: World, cells: int) -> None:
+    with db.engine_for(world.url).connect() as conn:
+        points = conn.execute(text("""SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM cells
+                                      WHERE valid_to IS NULL ORDER BY code LIMIT :n) c"""), {"n": cells}).all()
+    t0 = dt.datetime(2026, 10, 1 + cells % 20, 8, 0, tzinfo=TZ)
+    events = [{"source": "citizen", "category": "garbage_dumping", "lon": x, "lat": y,
+               "occurred_at": (t0 + dt.timedelta(minutes=5 * m)).isoformat(), "external_id": f"st{cells}-{k}-{m}"}
+              for m in range(3) for k, (x, y) in enumerate(points)]
+    events.append(dict(events[0]))  # the first report sent twice
+    got = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": events})
+    assert got.status_code == 200, got.text
+    results = got.json()["results"]
+    assert [r["outcome"] for r in results] == ["created"] * cells + ["merged"] * 2 * cells + ["duplicate"]
+    assert [r["reports"] for r in results[cells:3 * cells]] == [2] * cells + [3] * cells
+    ids = [r["id"] for r in results[:cells]]
+    assert [r["id"] for r in results[cells:2 * cells]] == ids == [r["id"] for r in results[2 * cells:3 * cells]]
+    assert results[-1]["id"] == ids[0]
+    with db.engine_for(world.url).connect() as conn:
+        stored = conn.execute(text("""SELECT report_count, last_report_at, occurred_at,
+                                             (SELECT count(*) FROM event_reports r WHERE r.event_id = e.id),
+                                             (SELECT count(*) FROM event_log l WHERE l.event_id = e.id
+                                              AND l.action = 'report'),
+                                             (SELECT count(*) FROM event_log l WHERE l.event_id = e.id
+                                              AND l.action = 'merge')
+                                      FROM events e WHERE id = ANY(:ids)"""), {"ids": ids}).all()
+    assert len(stored) == cells
+    assert {(n, last, first, linked, rep, mer) for n, last, first, linked, rep, mer in stored} == {
+        (3, t0 + dt.timedelta(minutes=10), t0, 2, 1, 2)}
+
+
 def test_batch_refuses_more_than_10000(world: World) -> None:
     good = {"source": "hotline", "category": "road_damage", "lon": world.point[0], "lat": world.point[1]}
     r = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": [good] * 10_001})
