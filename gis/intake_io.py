@@ -52,22 +52,44 @@ Plan = Generator[Send | Copy, Any, T]
 def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
     """Carry out a plan on a connection inside the caller's transaction; its return value. With `commit`, the
     transaction is committed with the plan's last statements, which saves a round trip (psycopg then knows the
-    connection is idle: the caller's own commit does nothing; a failure raises and the caller rolls back)."""
+    connection is idle: the caller's own commit does nothing; a failure raises and the caller rolls back).
+    A database error raised before the commit was sent is marked so: see uncommitted()."""
     answer: Any = None
-    while True:
-        try:
-            step = plan.send(answer)
-        except StopIteration as stop:
-            return stop.value
-        if isinstance(step, Send):
-            statements = [*step.statements, ("COMMIT", None)] if step.last and commit else step.statements
-            with pg.pipeline():
-                cursors = [None if s is None else pg.execute(s[0], s[1], prepare=False if isinstance(s, Unprepared)
-                                                             else None) for s in statements]
-            answer = [[] if c is None or c.description is None else c.fetchall()
-                      for c in cursors[:len(step.statements)]]
-        else:
-            with pg.cursor() as cur, cur.copy(step.sql) as cp:
-                for row in step.rows:
-                    cp.write_row(row)
-            answer = None
+    committing = False
+    try:
+        while True:
+            try:
+                step = plan.send(answer)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(step, Send):
+                committing = step.last and commit
+                statements = [*step.statements, ("COMMIT", None)] if committing else step.statements
+                with pg.pipeline():
+                    cursors = [None if s is None else pg.execute(s[0], s[1], prepare=False if isinstance(
+                        s, Unprepared) else None) for s in statements]
+                answer = [[] if c is None or c.description is None else c.fetchall()
+                          for c in cursors[:len(step.statements)]]
+            else:
+                with pg.cursor() as cur, cur.copy(step.sql) as cp:
+                    for row in step.rows:
+                        cp.write_row(row)
+                answer = None
+    except psycopg.OperationalError as exc:
+        if not committing:
+            exc.add_note(_UNCOMMITTED)
+        raise
+
+
+_UNCOMMITTED = "wangge: raised before the transaction's commit was sent (nothing was stored)"
+
+
+def uncommitted(exc: BaseException) -> bool:
+    """Whether a database error (or one raised while rolling back after it) came before the commit was sent: the
+    plan may then be carried out again on another connection, e.g. when a kept connection had gone."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if _UNCOMMITTED in getattr(seen, "__notes__", ()):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

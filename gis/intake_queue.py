@@ -24,6 +24,8 @@ from gis.errors import WanggeError
 from gis.intake import Intake, Report
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from gis.intake_worker import IntakeWorker
 
 MAX_GROUP = 500
@@ -91,17 +93,17 @@ class IntakeQueue:
         return self.worker.ingest(reports) if self.worker is not None else ingest_each(self.intake, reports)
 
 
-def ingest_each(intake: Intake, reports: list[Report]) -> list[Outcome]:
+def ingest_each(intake: Intake, reports: list[Report], connection: Connection | None = None) -> list[Outcome]:
     """A group in one transaction; if a report is refused, the others one by one so that only that one fails."""
     try:
-        return list(intake.ingest(reports))
+        return list(intake.ingest(reports, connection=connection))
     except WanggeError as exc:
         if len(reports) == 1:
             return [exc]
     outcomes: list[Outcome] = []
     for r in reports:
         try:
-            outcomes.append(intake.ingest([r])[0])
+            outcomes.append(intake.ingest([r], connection=connection)[0])
         except WanggeError as exc:
             outcomes.append(exc)
     return outcomes

@@ -205,9 +205,9 @@ def test_concurrent_single_reports_are_written_together_and_a_bad_one_fails_alon
     calls: list[int] = []
     original = intake.ingest
 
-    def counting(reports: list[Report], now: dt.datetime | None = None) -> list[dict]:
+    def counting(reports: list[Report], now: dt.datetime | None = None, connection: object = None) -> list[dict]:
         calls.append(len(reports))
-        return original(reports, now)
+        return original(reports, now, connection)
 
     queue = IntakeQueue(intake)
     queue.intake = type("Counting", (), {"ingest": staticmethod(counting)})()  # type: ignore[assignment]

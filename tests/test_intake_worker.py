@@ -126,3 +126,18 @@ def test_the_worker_leaves_with_the_server(server_url: str, template_db: str) ->
         assert proc is not None and proc.poll() is None
     assert proc.poll() is not None  # the server's shutdown closed the socket and the worker left
     db.engine_for(url).dispose()
+
+
+def test_after_the_database_drops_the_workers_connection_reports_go_through_again(world: World) -> None:
+    body = {"source": "grid_worker", "category": "sanitation", "lon": world.other_point[0],
+            "lat": world.other_point[1], "external_id": "iw-reconnect"}
+    assert world.post("worker", {**body, "category": "stray_dogs", "external_id": "iw-reconnect-0"}).status_code == 201
+    with db.engine_for(world.url).connect() as conn:
+        killed = conn.execute(text("""SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                                      WHERE datname = current_database() AND pid <> pg_backend_pid()""")).scalar_one()
+    assert killed >= 1
+    # The worker's kept connection is gone; it finds out before anything is committed, and the group is written
+    # on a fresh connection: the reporter notices nothing.
+    got = world.post("worker", body)
+    assert got.status_code == 201, got.text
+    assert _stored(world, "iw-reconnect") == 1
