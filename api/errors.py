@@ -19,7 +19,7 @@ from gis.errors import (
     WanggeError,
 )
 from gis.intake import BatchInvalid
-from gis.intake_worker import WorkerLost
+from gis.intake_worker import IntakeFailed, WorkerLost
 from gis.workflow import ActionInvalid, IllegalTransition
 
 STATUS: dict[type[WanggeError], int] = {
@@ -28,6 +28,7 @@ STATUS: dict[type[WanggeError], int] = {
     NotFound: 404,
     DatabaseUnavailable: 503,
     WorkerLost: 503,
+    IntakeFailed: 500,
     ConfigurationError: 500,
     IllegalTransition: 409,
     ActionInvalid: 422,

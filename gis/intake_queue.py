@@ -108,6 +108,7 @@ def ingest_each(intake: Intake, reports: list[Report], connection: Connection | 
             outcomes.append(exc)
     return outcomes
 
+
 def _deliver(answers: list[tuple[asyncio.Future[dict[str, Any]], dict[str, Any] | BaseException]]) -> None:
     for future, outcome in answers:
         if future.done():  # the client went away
