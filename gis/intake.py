@@ -158,21 +158,22 @@ class Intake:
                     raise
                 known = self._load_known()
                 continue
+            # Every lock the batch needs, in one global order (retried keys first, then the merge neighbourhoods);
+            # under them, the keys seen before, the open cases the reports could join (duplicates included: a
+            # superset does no harm) and ids for the new cases. What needs no location goes at once, and the
+            # server works on it while the reports are located.
+            n = len(reports)
+            yield Send([REVISION, self._locks(_KEY_LOCKS, sorted({bucket(r.source, k) for r in reports for k in (
+                r.external_id, r.idempotency_key) if k}), first=True), *self._probes(n, self._existing(reports)),
+                ("SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %(n)s)",
+                 {"n": n})], wait=False)
             addresses = sorted({r.address for r in reports if r.address and r.lon is None and not r.device_id})
             found = {a: self.gazetteer(a) for a in addresses} if self.gazetteer else {}
             located = self._locate([snaps[d] for d in days], reports, known.devices, found)
             batch = Batch(self, now, villages, snaps[days[0]].metric_epsg)
-            # Every lock the batch needs, in one global order (retried keys first, then the merge
-            # neighbourhoods); then, under those locks, the keys seen before, the open cases the reports could
-            # join (duplicates included: a superset does no harm) and ids for the new cases.
-            rev_rows, _, seen, open_cases, ids = yield Send([
-                REVISION,
-                self._lock_all(sorted({bucket(r.source, k) for r in reports
-                                       for k in (r.external_id, r.idempotency_key) if k}),
-                               batch.merge_locks(reports, located)),
-                *self._probes(len(reports), self._existing(reports), batch.candidates(reports, located)),
-                ("SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %(n)s)",
-                 {"n": len(reports)})])
+            rev_rows, _, seen, ids, _, open_cases = yield Send([
+                self._locks(MERGE_LOCKS, batch.merge_locks(reports, located)),
+                *self._probes(n, batch.candidates(reports, located))])
             if rev_rows[0][0] == known.revision:
                 break
             known = self._load_known()  # the locks taken stay held: harmless
@@ -204,15 +205,13 @@ class Intake:
 
     # -- steps --------------------------------------------------------------------------------------------
     @staticmethod
-    def _lock_all(keys: list[int], merges: list[int]) -> Statement:
-        """The locks, and no sequential scans for the rest of the transaction (its probes use indexes whatever
-        stale statistics say)."""
-        return ("""
-            SELECT set_config('enable_seqscan', 'off', true),
-                   (SELECT count(pg_advisory_xact_lock(l.space, l.b))
-                    FROM (SELECT %(keys)s AS space, b, 1 AS o FROM unnest(CAST(%(kb)s AS int[])) b
-                          UNION ALL SELECT %(merges)s, b, 2 FROM unnest(CAST(%(mb)s AS int[])) b ORDER BY o, b) l)""",
-                {"keys": _KEY_LOCKS, "merges": MERGE_LOCKS, "kb": array_literal(keys), "mb": array_literal(merges)})
+    def _locks(space: int, buckets: list[int], first: bool = False) -> Statement:
+        """Advisory locks in one space, in order; the first also turns sequential scans off for the rest of the
+        transaction (its probes use indexes whatever stale statistics say)."""
+        return (f"""SELECT {"set_config('enable_seqscan', 'off', true), " if first else ""}
+                          (SELECT count(pg_advisory_xact_lock(%(space)s, l.b))
+                           FROM (SELECT b FROM unnest(CAST(%(b)s AS int[])) b ORDER BY b) l)""",
+                {"space": space, "b": array_literal(buckets)})
 
     @staticmethod
     def _probes(n: int, *probes: Statement | None) -> list[Statement | None]:

@@ -8,6 +8,7 @@ next trip instead of costing one of its own, which matters most when the databas
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -35,6 +36,9 @@ class Send:
 
     statements: Sequence[Statement | None]
     last: bool = False  # the plan's last statements: run(commit=True) commits with them
+    # False: sent at once and not waited for (answered None); the server works on them while the plan goes on,
+    # and their rows come first in the next Send's answer (the two share one round trip).
+    wait: bool = True
 
 
 @dataclass
@@ -56,6 +60,8 @@ def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
     A database error raised before the commit was sent is marked so: see uncommitted()."""
     answer: Any = None
     committing = False
+    held: list[Any] = []  # the cursors of statements sent without waiting
+    pipe: Any = None  # the open pipeline they went into
     try:
         while True:
             try:
@@ -65,12 +71,21 @@ def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
             if isinstance(step, Send):
                 committing = step.last and commit
                 statements = [*step.statements, ("COMMIT", None)] if committing else step.statements
-                with pg.pipeline():
-                    cursors = [None if s is None else pg.execute(s[0], s[1], prepare=False if isinstance(
-                        s, Unprepared) else None) for s in statements]
-                answer = [[] if c is None or c.description is None else c.fetchall()
-                          for c in cursors[:len(step.statements)]]
+                if pipe is None:
+                    pipe = pg.pipeline()
+                    pipe.__enter__()
+                cursors = [None if s is None else pg.execute(s[0], s[1], prepare=False if isinstance(
+                    s, Unprepared) else None) for s in statements]
+                if not step.wait:
+                    held += cursors
+                    answer = None
+                    continue
+                open_pipe, pipe = pipe, None
+                open_pipe.__exit__(None, None, None)  # sync, and wait for every answer
+                every, held = [*held, *cursors[:len(step.statements)]], []
+                answer = [[] if c is None or c.description is None else c.fetchall() for c in every]
             else:
+                assert pipe is None, "a COPY cannot follow statements not waited for"
                 with pg.cursor() as cur, cur.copy(step.sql) as cp:
                     for row in step.rows:
                         cp.write_row(row)
@@ -79,6 +94,10 @@ def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
         if not committing:
             exc.add_note(_UNCOMMITTED)
         raise
+    finally:
+        if pipe is not None:
+            with contextlib.suppress(Exception):  # the error being raised matters, not the pipeline's
+                pipe.__exit__(None, None, None)
 
 
 _UNCOMMITTED = "wangge: raised before the transaction's commit was sent (nothing was stored)"
