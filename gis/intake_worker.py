@@ -30,6 +30,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+from sqlalchemy import exc as sa_exc
+
 from gis import intake_io
 from gis.errors import DatabaseUnavailable, WanggeError
 from gis.intake import Intake, Report
@@ -102,7 +105,7 @@ def _portable(outcomes: list[Outcome]) -> list[Outcome]:
     out: list[Outcome] = []
     for o in outcomes:
         if isinstance(o, BaseException) and not isinstance(o, WanggeError):
-            if type(o).__name__ == "OperationalError":  # SQLAlchemy's or psycopg's: the database went away
+            if isinstance(o, (sa_exc.OperationalError, psycopg.OperationalError)):  # the database went away
                 o = DatabaseUnavailable(f"the database does not answer ({str(o).splitlines()[0] if str(o) else o}); "
                                         "send the report again with the same external_id or Idempotency-Key")
             else:
