@@ -19,6 +19,13 @@ from gis.settings import DatabaseSettings
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def fresh_ids_sql(table: str, n: str) -> str:
+    """SQL for `n` (a bind-parameter placeholder) fresh ids of `table`'s identity column. The sequence is looked up
+    once: written inside nextval(), pg_get_serial_sequence ran per row and cost 2 µs an id (21 ms for 10,000)."""
+    return (f"SELECT nextval(q.seq) FROM (SELECT pg_get_serial_sequence('{table}', 'id')::regclass AS seq OFFSET 0) q, "
+            f"generate_series(1, {n})")
+
+
 def embedded_cluster(settings: DatabaseSettings | None = None) -> Cluster:
     settings = settings or DatabaseSettings()
     return Cluster(settings.cluster_dir, bindir=settings.pg_bindir)

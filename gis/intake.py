@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Connection, Engine, text
 
 from gis import eventlog, intake_io
+from gis.db import fresh_ids_sql
 from gis.errors import InvalidCoordinates, WanggeError
 from gis.intake_batch import MERGE_LOCKS, Batch, array_literal, bucket
 from gis.intake_io import Send, Statement, Unprepared
@@ -164,8 +165,7 @@ class Intake:
             n = len(reports)
             yield Send([REVISION, self._locks(_KEY_LOCKS, sorted({bucket(r.source, k) for r in reports for k in (
                 r.external_id, r.idempotency_key) if k}), first=True), *self._probes(n, self._existing(reports)),
-                ("SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, %(n)s)",
-                 {"n": n})], wait=False)
+                (fresh_ids_sql("events", "%(n)s"), {"n": n})], wait=False)
             addresses = sorted({r.address for r in reports if r.address and r.lon is None and not r.device_id})
             found = {a: self.gazetteer(a) for a in addresses} if self.gazetteer else {}
             located = self._locate([snaps[d] for d in days], reports, known.devices, found)

@@ -57,7 +57,17 @@ def _category_hash(category: str) -> int:
 
 def array_literal(values: list[Any]) -> str:
     """A PostgreSQL array literal ('{…}') for numbers or text, passed as one text parameter and CAST in SQL:
-    psycopg adapts long Python lists element by element, which costs more than the query itself."""
+    psycopg adapts long Python lists element by element, which costs more than the query itself. Lists of one
+    type (no None) are joined in one go: a batch sends ~10 lists of 10,000, and the loop below took ~2.5 ms each."""
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    if kinds == {float}:
+        return "{" + ",".join(map(repr, values)) + "}"
+    if kinds == {str}:
+        joined = "".join(values)
+        if '"' not in joined and "\\" not in joined:
+            return '{"' + '","'.join(values) + '"}'
     out = []
     for v in values:
         if v is None:
@@ -281,14 +291,18 @@ class Batch:
         # The log's 'report' entries are made from the rows just written, in the server; reports with photos name
         # them in the entry and are written from here, after the others: a case's first entry comes before the
         # entries of the reports merged into it.
-        plain = [eid for eid, (r, *_rest) in zip(ids, new_rows, strict=True) if not r.photos]
+        plain = [(eid, r.source, res["status"], loc.reason)
+                 for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True) if not r.photos]
         if plain:
+            # From arrays: reading the rows just written back out of events cost 10,000 index probes a batch.
             self._finish.append(("""
                 INSERT INTO event_log (event_id, at, actor, role, action, from_status, to_status, note, data)
-                SELECT e.id, %(now)s, 'intake:' || e.source, 'system', 'report', NULL, e.status, e.reason,
-                       jsonb_build_object('source', e.source)
-                FROM events e WHERE e.id = ANY(CAST(%(ids)s AS bigint[])) ORDER BY e.id""",
-                {"now": now, "ids": array_literal(plain)}))
+                SELECT v.id, %(now)s, 'intake:' || v.source, 'system', 'report', NULL, v.status, v.reason,
+                       jsonb_build_object('source', v.source)
+                FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(sources)s AS text[]), CAST(%(statuses)s AS text[]),
+                            CAST(%(reasons)s AS text[])) AS v(id, source, status, reason)""",
+                {"now": now, **{k: array_literal([p[i] for p in plain]) for i, k in enumerate(
+                    ("ids", "sources", "statuses", "reasons"))}}))
         status_of = {c.key: c.status for cases in index._bins.values() for c in cases}
         entries: list[tuple[Any, ...]] = [
             (eid, now, f"intake:{r.source}", "system", "report", None, res["status"], loc.reason,

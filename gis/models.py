@@ -178,7 +178,8 @@ class DeviceKey(Base):
 
 
 class Event(Base):
-    """A case. It keeps the codes of its cell, worker and jurisdictions at event time, not foreign keys."""
+    """A case. It keeps the codes of its cell, worker and jurisdictions at event time, not foreign keys. Never
+    deleted (a trigger refuses it: its log refers to it)."""
 
     __tablename__ = "events"
 
@@ -246,7 +247,8 @@ class EventLogEntry(Base):
     __tablename__ = "event_log"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
+    # No foreign key (migration 0006): a check per entry cost as much as writing it; cases are never deleted.
+    event_id: Mapped[int] = mapped_column(BigInteger, index=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(32))

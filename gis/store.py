@@ -12,6 +12,7 @@ import pandas as pd
 import shapely
 from sqlalchemy import Connection, Engine, text
 
+from gis.db import fresh_ids_sql
 from gis.package import COLUMNS, Package, read_package, write_package
 from gis.validate import Validated, validate
 
@@ -33,9 +34,7 @@ class LoadSummary:
 def _ids(conn: Connection, seq_table: str, n: int) -> list[int]:
     if n == 0:
         return []
-    rows = conn.execute(
-        text(f"SELECT nextval(pg_get_serial_sequence('{seq_table}', 'id')) FROM generate_series(1, :n)"), {"n": n}
-    )
+    rows = conn.execute(text(fresh_ids_sql(seq_table, ":n")), {"n": n})
     return [r[0] for r in rows]
 
 

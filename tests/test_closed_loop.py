@@ -169,6 +169,9 @@ def test_the_log_is_append_only_and_replays_to_the_status(world: World) -> None:
         conn.execute(text("UPDATE event_log SET note = 'edited' WHERE id = 1"))
     with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
         conn.execute(text("DELETE FROM event_log"))
+    # The log refers to its case without a foreign key (migration 0006): a case itself cannot be deleted.
+    with pytest.raises(DBAPIError, match="cannot be deleted"), engine.begin() as conn:
+        conn.execute(text("DELETE FROM events WHERE id = (SELECT max(event_id) FROM event_log)"))
     with engine.connect() as conn:
         rows = conn.execute(text("""SELECT e.id, e.status, json_agg(json_build_object('id', l.id,
                                            'from_status', l.from_status, 'to_status', l.to_status) ORDER BY l.id)
