@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -290,32 +291,55 @@ def bench_batch(admin_url: str, args: argparse.Namespace, tmp: Path) -> dict[str
     try:
         with step(f"[batch] plain PostGIS: COPY + INSERT … SELECT … JOIN cells of {args.events:,} points"):
             r["plain"] = plain_insert(url, x, y, mix, t)
-        outcomes: Counter[str] = Counter()
-        per_post: list[float] = []
-        with http_server("wangge", url, tmp / "batch.log") as port, httpx.Client(timeout=3600) as client:
-            headers = {"Authorization": f"Bearer {login(port)}", "Content-Type": "application/json"}
-            with step(f"[batch] wangge: {len(bodies)} POSTs of ≤ {BATCH:,} events to /api/v1/events/batch"):
-                for body in bodies:
-                    t0 = time.perf_counter()
-                    got = client.post(f"http://127.0.0.1:{port}/api/v1/events/batch", content=body, headers=headers)
-                    per_post.append(time.perf_counter() - t0)
-                    if got.status_code != 200:
-                        sys.exit(f"a batch POST failed: HTTP {got.status_code}: {got.text[:500]}")
-                    for res in got.json()["results"]:
-                        outcomes[res["outcome"]] += 1
-                        outcomes["needs_location"] += res["status"] == "needs_location"
-        with pg_connect(url) as pg:
-            events, reports = pg.execute("""SELECT count(*), coalesce(sum(report_count), 0) FROM events"""
-                                         ).fetchone() or (0, 0)
-        seconds, k = sum(per_post), min(10, len(per_post))
-        r["wangge"] = {"seconds": seconds, "events_per_s": args.events / seconds, "outcomes": dict(outcomes),
-                       "post_s": {"first": float(np.median(per_post[:k])), "last": float(np.median(per_post[-k:])),
-                                  "max": max(per_post)}, "stored_events": events, "stored_reports": reports}
-        r["ratio"] = r["wangge"]["events_per_s"] / r["plain"]["events_per_s"]
+        r["wangge"] = {}
+        for loaders in args.loaders:
+            if r["wangge"]:
+                db.engine_for(url).dispose()
+                url = prepare(admin_url, "wangge_bench_ingest_batch")
+            r["wangge"][str(loaders)] = w = load(url, bodies, loaders, tmp)
+            w["ratio"] = w["events_per_s"] / r["plain"]["events_per_s"]
     finally:
         db.engine_for(url).dispose()
         recreate(admin_url, "wangge_bench_ingest_batch", drop_only=True)
     return r
+
+
+def load(url: str, bodies: list[bytes], loaders: int, tmp: Path) -> dict[str, Any]:
+    """POST the bodies with `loaders` concurrent clients, each the next stretch of time in order (an import split
+    by period: its batches share no merge window with the other loaders' except where two stretches meet)."""
+    n = sum(body.count(b'"source"') for body in bodies)
+    with http_server("wangge", url, tmp / "batch.log") as port, httpx.Client(timeout=3600) as client:
+        headers = {"Authorization": f"Bearer {login(port)}", "Content-Type": "application/json"}
+
+        def post_all(share: list[bytes]) -> tuple[Counter[str], list[float]]:
+            outcomes: Counter[str] = Counter()
+            per_post: list[float] = []
+            for body in share:
+                t0 = time.perf_counter()
+                got = client.post(f"http://127.0.0.1:{port}/api/v1/events/batch", content=body, headers=headers)
+                per_post.append(time.perf_counter() - t0)
+                if got.status_code != 200:
+                    raise SystemExit(f"a batch POST failed: HTTP {got.status_code}: {got.text[:500]}")
+                for res in got.json()["results"]:
+                    outcomes[res["outcome"]] += 1
+                    outcomes["needs_location"] += res["status"] == "needs_location"
+            return outcomes, per_post
+
+        size = -(-len(bodies) // loaders)
+        with step(f"[batch] wangge: {len(bodies)} POSTs of ≤ {BATCH:,} events to /api/v1/events/batch, "
+                  f"{loaders} loader{'s' if loaders > 1 else ''}"):
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(loaders) as pool:
+                done = list(pool.map(post_all, [bodies[k:k + size] for k in range(0, len(bodies), size)]))
+            seconds = time.perf_counter() - t0
+    outcomes = sum((o for o, _ in done), Counter())
+    per_post = [s for _, times in done for s in times]
+    with pg_connect(url) as pg:
+        events, reports = pg.execute("SELECT count(*), coalesce(sum(report_count), 0) FROM events").fetchone() or (0, 0)
+    k = min(10, len(per_post))
+    return {"loaders": loaders, "seconds": seconds, "events_per_s": n / seconds, "outcomes": dict(outcomes),
+            "post_s": {"first": float(np.median(per_post[:k])), "last": float(np.median(per_post[-k:])),
+                       "max": max(per_post)}, "stored_events": events, "stored_reports": reports}
 
 
 # -- output -----------------------------------------------------------------------------------------------------
@@ -351,19 +375,22 @@ def show_single(r: dict[str, Any]) -> None:
 
 
 def show_batch(r: dict[str, Any]) -> None:
-    t = table(f"batch ingest: {r['events']:,} events", "method", "seconds", "events/s", "rows written")
-    w, p = r["wangge"], r["plain"]
-    t.add_row(f"wangge: {r['requests']} POSTs to /api/v1/events/batch", f"{w['seconds']:.1f}",
-              f"{w['events_per_s']:,.0f}", f"{w['stored_events']:,} events, {w['stored_reports']:,} reports")
+    t = table(f"batch ingest: {r['events']:,} events", "method", "seconds", "events/s", "rows written", "ratio")
+    p = r["plain"]
+    for w in r["wangge"].values():
+        t.add_row(f"wangge: {r['requests']} POSTs to /api/v1/events/batch, {w['loaders']} loader(s)",
+                  f"{w['seconds']:.1f}", f"{w['events_per_s']:,.0f}",
+                  f"{w['stored_events']:,} events, {w['stored_reports']:,} reports", f"{w['ratio']:.2f}")
     t.add_row("PostGIS: COPY + INSERT … SELECT JOIN cells", f"{p['seconds']:.1f}", f"{p['events_per_s']:,.0f}",
-              f"{p['rows']:,} rows")
+              f"{p['rows']:,} rows", "1")
     console.print(t)
-    o, s = w["outcomes"], w["post_s"]
-    console.print(f"  speed ratio wangge/plain: {r['ratio']:.2f} (target ≥ 1.0: {met(r['ratio'] >= 1.0)})")
-    console.print(f"  outcomes: {o.get('created', 0):,} created ({o.get('needs_location', 0):,} needs_location), "
-                  f"{o.get('merged', 0):,} merged, {o.get('duplicate', 0):,} duplicate")
-    console.print(f"  wangge seconds per POST: median of the first 10 {s['first']:.2f}, of the last 10 "
-                  f"{s['last']:.2f}, max {s['max']:.2f}")
+    for w in r["wangge"].values():
+        o, s = w["outcomes"], w["post_s"]
+        console.print(f"  {w['loaders']} loader(s): speed ratio wangge/plain {w['ratio']:.2f} (target ≥ 1.0: "
+                      f"{met(w['ratio'] >= 1.0)}); {o.get('created', 0):,} created ({o.get('needs_location', 0):,} "
+                      f"needs_location), {o.get('merged', 0):,} merged, {o.get('duplicate', 0):,} duplicate; "
+                      f"seconds per POST: median of the first 10 {s['first']:.2f}, of the last 10 {s['last']:.2f}, "
+                      f"max {s['max']:.2f}")
     console.print(f"  plain: COPY {p['copy_s']:.1f} s + INSERT {p['insert_s']:.1f} s into a table with {p['indexes']} "
                   "indexes (those of events)")
 
@@ -374,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of each wrk run")
     ap.add_argument("--runs", type=int, default=3, help="wrk runs per server (the median one is reported)")
     ap.add_argument("--only", choices=("single", "batch"))
+    ap.add_argument("--loaders", type=lambda v: [int(k) for k in v.split(",")], default=[1, 2],
+                    help="concurrent batch clients, one run each (comma-separated; default 1,2)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
     ap.add_argument("--serve", choices=("wangge", "bare"), help=argparse.SUPPRESS)

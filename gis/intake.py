@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psycopg
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Connection, Engine, text
 
 from gis import eventlog, intake_io
 from gis.db import fresh_ids_sql
 from gis.errors import InvalidCoordinates, WanggeError
-from gis.intake_batch import MERGE_LOCKS, Batch, array_literal, bucket
+from gis.intake_batch import Batch, array_literal
 from gis.intake_io import Send, Statement, Unprepared
 from gis.locate import Locator, Snapshot, assign_arrays, to_results
 from gis.taxonomy import Taxonomy
@@ -34,7 +35,8 @@ from gis.workcalendar import WorkCalendar
 
 SOURCES = ("grid_worker", "sensor", "camera", "hotline", "assigned", "citizen")
 TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
-_KEY_LOCKS = 7301
+KEY_RACE_ATTEMPTS = 3  # a batch that lost a key race twice lost it to a third racer: give up, say why
+SEQSCAN_OFF: Statement = ("SELECT set_config('enable_seqscan', 'off', true)", None)
 CUSTOM_PLANS_UP_TO = 500  # reports in a batch (a group of single reports is at most 500)
 
 
@@ -121,11 +123,19 @@ class Intake:
         `connection` (idle: the intake worker keeps one, which saves the pool's checkout and ping per group)."""
         if not reports:
             return []
-        # One transaction per batch; a refused batch rolls back having written nothing.
-        with contextlib.nullcontext(connection) if connection is not None else self.engine.connect() as conn, \
-                conn.begin():
-            return intake_io.run(conn.connection.driver_connection,  # type: ignore[arg-type]
-                                 self.plan(reports, now), commit=True)
+        # One transaction per batch; a refused batch rolls back having written nothing. A key that a concurrent
+        # transaction wrote first (a retry racing its original) fails this one at the key's unique index, once that
+        # transaction committed: the batch is then decided again, and finds the key.
+        with contextlib.nullcontext(connection) if connection is not None else self.engine.connect() as conn:
+            for attempt in range(KEY_RACE_ATTEMPTS):
+                try:
+                    with conn.begin():
+                        return intake_io.run(conn.connection.driver_connection,  # type: ignore[arg-type]
+                                             self.plan(reports, now), commit=True)
+                except psycopg.errors.UniqueViolation as exc:
+                    if exc.diag.constraint_name != "intake_keys_pkey" or attempt == KEY_RACE_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
 
     def plan(self, reports: list[Report], now: dt.datetime | None = None) -> intake_io.Plan[list[dict[str, Any]]]:
         """The intake of a batch as steps for a driver of gis/intake_io (run inside one transaction).
@@ -158,21 +168,19 @@ class Intake:
                     raise
                 known = self._load_known()
                 continue
-            # Every lock the batch needs, in one global order (retried keys first, then the merge neighbourhoods);
-            # under them, the keys seen before, the open cases the reports could join (duplicates included: a
-            # superset does no harm) and ids for the new cases. What needs no location goes at once, and the
-            # server works on it while the reports are located.
+            # The keys seen before (a key seen by a transaction still running is found when this one writes it:
+            # see ingest), ids for the new cases, then the merge locks and under them the open cases the reports
+            # could join (duplicates included: a superset does no harm). What needs no location goes at once, and
+            # the server works on it while the reports are located.
             n = len(reports)
-            yield Send([REVISION, self._locks(_KEY_LOCKS, sorted({bucket(r.source, k) for r in reports for k in (
-                r.external_id, r.idempotency_key) if k}), first=True), *self._probes(n, self._existing(reports)),
+            yield Send([REVISION, SEQSCAN_OFF, *self._probes(n, self._existing(reports)),
                 (fresh_ids_sql("events", "%(n)s"), {"n": n})], wait=False)
             addresses = sorted({r.address for r in reports if r.address and r.lon is None and not r.device_id})
             found = {a: self.gazetteer(a) for a in addresses} if self.gazetteer else {}
             located = self._locate([snaps[d] for d in days], reports, known.devices, found)
             batch = Batch(self, now, villages, snaps[days[0]].metric_epsg)
-            rev_rows, _, seen, ids, _, open_cases = yield Send([
-                self._locks(MERGE_LOCKS, batch.merge_locks(reports, located)),
-                *self._probes(n, batch.candidates(reports, located))])
+            rev_rows, _, seen, ids, *_, open_cases = yield Send([
+                *batch.merge_locks(reports, located), *self._probes(n, batch.candidates(reports, located))])
             if rev_rows[0][0] == known.revision:
                 break
             known = self._load_known()  # the locks taken stay held: harmless
@@ -203,15 +211,6 @@ class Intake:
         return known
 
     # -- steps --------------------------------------------------------------------------------------------
-    @staticmethod
-    def _locks(space: int, buckets: list[int], first: bool = False) -> Statement:
-        """Advisory locks in one space, in order; the first also turns sequential scans off for the rest of the
-        transaction (its probes use indexes whatever stale statistics say)."""
-        return (f"""SELECT {"set_config('enable_seqscan', 'off', true), " if first else ""}
-                          (SELECT count(pg_advisory_xact_lock(%(space)s, l.b))
-                           FROM (SELECT b FROM unnest(CAST(%(b)s AS int[])) b ORDER BY b) l)""",
-                {"space": space, "b": array_literal(buckets)})
-
     @staticmethod
     def _probes(n: int, *probes: Statement | None) -> list[Statement | None]:
         """The key and open-case probes of a small batch are planned for their own arguments every time. psycopg
@@ -261,46 +260,31 @@ class Intake:
 
     @staticmethod
     def _keys(reports: list[Report]) -> list[tuple[int, str, str, str]]:
-        return [(i, r.source, col, k) for i, r in enumerate(reports)
-                for col, k in (("external_id", r.external_id), ("idempotency_key", r.idempotency_key)) if k]
+        """(index, source, kind, key) of every key given: kind 'e' an external_id, 'i' an Idempotency-Key."""
+        return [(i, r.source, kind, k) for i, r in enumerate(reports)
+                for kind, k in (("e", r.external_id), ("i", r.idempotency_key)) if k]
 
     def _existing(self, reports: list[Report]) -> Statement | None:
-        """The events behind the keys of this batch seen before."""
+        """The cases behind the keys of this batch seen before: one probe of intake_keys per key."""
         keys = self._keys(reports)
         if not keys:
             return None
-        # The keys of cases, and the external ids of reports merged into cases (a case's own first report is the
-        # case row itself). Cases win over merged reports.
-        wanted = {col: [(s, k) for _, s, c, k in keys if c == col] for col in ("external_id", "idempotency_key")}
         return ("""
-            SELECT 1 AS o, e.source, 'external_id' AS col, e.external_id, e.id FROM events e
-            JOIN unnest(CAST(%(es)s AS text[]), CAST(%(ek)s AS text[])) AS w(s, k)
-              ON e.source = w.s AND e.external_id = w.k
-            UNION ALL
-            SELECT 1, e.source, 'idempotency_key', e.idempotency_key, e.id FROM events e
-            JOIN unnest(CAST(%(is)s AS text[]), CAST(%(ik)s AS text[])) AS w(s, k)
-              ON e.source = w.s AND e.idempotency_key = w.k
-            UNION ALL
-            SELECT 2, r.source, 'external_id', r.external_id, r.event_id FROM event_reports r
-            JOIN unnest(CAST(%(es)s AS text[]), CAST(%(ek)s AS text[])) AS w(s, k)
-              ON r.source = w.s AND r.external_id = w.k
-            ORDER BY 1""", {
-            "es": array_literal([w[0] for w in wanted["external_id"]]),
-            "ek": array_literal([w[1] for w in wanted["external_id"]]),
-            "is": array_literal([w[0] for w in wanted["idempotency_key"]]),
-            "ik": array_literal([w[1] for w in wanted["idempotency_key"]])})
+            SELECT k.source, k.kind, k.key, k.event_id FROM intake_keys k
+            JOIN unnest(CAST(%(s)s AS text[]), CAST(%(kind)s AS text[]), CAST(%(k)s AS text[])) AS w(s, kind, k)
+              ON k.source = w.s AND k.kind = w.kind AND k.key = w.k""", {
+            "s": array_literal([k[1] for k in keys]), "kind": array_literal([k[2] for k in keys]),
+            "k": array_literal([k[3] for k in keys])})
 
     def _seen(self, reports: list[Report], rows: list[Any]) -> list[dict[str, Any] | None]:
         """Results for reports whose key was seen before (in the database; earlier in the batch: Batch.run)."""
         out: list[dict[str, Any] | None] = [None] * len(reports)
-        found: dict[tuple[str, str, str], int] = {}
-        for r in rows:
-            found.setdefault((r[1], r[2], r[3]), r[4])
+        found = {(r[0], r[1], r[2]): r[3] for r in rows}
         if not found:
             return out
-        for i, source, col, k in self._keys(reports):
-            if out[i] is None and (source, col, k) in found:
-                out[i] = {"id": found[(source, col, k)], "outcome": "duplicate"}
+        for i, source, kind, k in self._keys(reports):
+            if out[i] is None and (source, kind, k) in found:
+                out[i] = {"id": found[(source, kind, k)], "outcome": "duplicate"}
         return out
 
     def _locate(self, snaps: list[Snapshot], reports: list[Report], devices: dict[str, dict[str, Any]],

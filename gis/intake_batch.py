@@ -28,8 +28,11 @@ NOT_FINAL = "e.status NOT IN (" + ", ".join(f"'{s}'" for s in FINAL_STATUSES) + 
 if TYPE_CHECKING:
     from gis.intake import Intake, Located, Report
 
+SLOT_LOCKS = 7303  # advisory-lock spaces, taken in this order
 MERGE_LOCKS = 7302
-BUCKETS = 512
+BUCKETS = 512  # of places
+SLOT_BUCKETS = 1024  # of time slots (a slot number modulo this: 21 days of 30-minute slots)
+COARSE_ABOVE = 500  # reports a batch may merge; above, it locks its time slots exclusively, and no places
 EVENT_COLUMNS = (
     "id", "source", "external_id", "idempotency_key", "category", "grade", "platform", "status", "level", "unit_code",
     "geom", "located_by", "address", "cell_code", "cell_name", "worker_id", "worker_name", "village_code",
@@ -37,6 +40,7 @@ EVENT_COLUMNS = (
     "reporter_phone", "occurred_at", "received_at", "last_report_at", "deadline", "updated_at", "report_count")
 REPORT_COLUMNS = ("event_id", "source", "external_id", "device_id", "description", "reporter_name", "reporter_phone",
                   "geom", "occurred_at", "received_at")
+KEY_COLUMNS = ("source", "kind", "key", "event_id")
 LOG_COLUMNS = ("event_id", "at", "actor", "role", "action", "from_status", "to_status", "note", "data")
 COPY_ABOVE = 100  # rows; fewer are inserted with one statement that can travel in a pipeline
 
@@ -44,6 +48,14 @@ COPY_ABOVE = 100  # rows; fewer are inserted with one statement that can travel 
 def bucket(*parts: object) -> int:
     """A lock bucket for a key; stable across processes (unlike hash())."""
     return zlib.crc32("\0".join(map(str, parts)).encode()) % BUCKETS
+
+def locks(space: int, buckets: list[int], shared: bool = False) -> Statement:
+    """Transaction-scoped advisory locks in one space, in ascending order (every plan takes them so: no cycles)."""
+    fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return (f"""SELECT count({fn}(%(space)s, l.b))
+                FROM (SELECT b FROM unnest(CAST(%(b)s AS int[])) b ORDER BY b) l""",
+            {"space": space, "b": array_literal(buckets)})
+
 
 _CATEGORY_HASHES: dict[str, int] = {}
 
@@ -112,6 +124,11 @@ class Batch:
                 res["id"] = ids[-ph - 1]
             elif res["id"] < 0:
                 res["id"] = ids[-res["id"] - 1]
+        # The keys of every report stored, in the index's order: two batches racing for keys wait for each other
+        # in one order, never in a cycle.
+        yield from self._bulk("intake_keys", KEY_COLUMNS, sorted(
+            (r.source, kind, k, res["id"]) for r, res in zip(reports, d.results, strict=True)
+            if res["outcome"] != "duplicate" for kind, k in (("e", r.external_id), ("i", r.idempotency_key)) if k))
         return d.results
 
     def _decide(self, reports: list[Report], located: list[Located], ids: list[int], d: _Decided
@@ -161,24 +178,38 @@ class Batch:
         x, y = transformer(4490, self.epsg).transform(lon, lat)
         return list(map(float, x)), list(map(float, y))
 
-    def merge_locks(self, reports: list[Report], located: list[Located]) -> list[int]:
-        """The lock buckets that serialise merging decisions (taken by the caller before anything is read).
-        Two reports that could join each other (same category, within the merge distance) share a lock: each
-        locks every tile its distance square touches, and that square holds the other's tile."""
-        mx, my = self._metric(located)
+    def merge_locks(self, reports: list[Report], located: list[Located]) -> list[Statement]:
+        """The advisory locks that serialise merging decisions (taken by the caller before anything is read).
+        Two reports that could join each other (same category, within the merge distance and the time window)
+        always meet at a lock:
+        - time: a report locks the slots (window-long stretches of time) floor(t / window) and the next, so two
+          reports within the window share one — shared by a small plan, exclusive by a large batch;
+        - place (small plans only): each report locks every tile of its category that its distance square
+          touches, and that square holds the other's tile; and the same device's reports of a category share one.
+        A large batch thus holds its stretch of time, not every place: a backlog import of last year and the live
+        reports of today, or two imports of different months, do not wait for each other (by place, a batch of
+        10,000 took all 512 buckets, and everyone waited)."""
         mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
-        d = self.i.settings.merge_distance_m
-        size = 4 * d
+        if not mergeable:
+            return []
+        coarse = len(mergeable) > COARSE_ABOVE
+        w = self.window.total_seconds()
+        t = np.array([(reports[k].occurred_at or self.now).timestamp() for k in mergeable])
+        slot = np.floor(t / w).astype(np.int64)
+        slots = np.unique(np.concatenate([slot, slot + 1]) % SLOT_BUCKETS).tolist()
         keys: set[int] = {bucket("device", reports[k].category, reports[k].device_id)
                           for k in mergeable if reports[k].device_id}
-        if mergeable:
+        if not coarse:
+            mx, my = self._metric(located)
+            d = self.i.settings.merge_distance_m
+            size = 4 * d
             cat = np.array([_category_hash(str(reports[k].category)) for k in mergeable], dtype=np.int64)
             x, y = np.array([mx[k] for k in mergeable]), np.array([my[k] for k in mergeable])
             i0, i1 = np.floor((x - d) / size).astype(np.int64), np.floor((x + d) / size).astype(np.int64)
             j0, j1 = np.floor((y - d) / size).astype(np.int64), np.floor((y + d) / size).astype(np.int64)
             for i, j in ((i0, j0), (i0, j1), (i1, j0), (i1, j1)):
                 keys.update(np.mod(cat * 1_000_003 + i * 92_821 + j * 68_917, BUCKETS).tolist())
-        return sorted(keys)
+        return [locks(SLOT_LOCKS, slots, shared=not coarse), *([locks(MERGE_LOCKS, sorted(keys))] if keys else [])]
 
     def candidates(self, reports: list[Report], located: list[Located]) -> Statement | None:
         """The read of the open cases near each report in space and time, and of the reporting devices."""

@@ -12,6 +12,7 @@ from typing import Any
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     ARRAY,
+    CHAR,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -239,6 +240,18 @@ class EventReport(Base):
     geom = mapped_column(Geometry("POINT", srid=SRID, spatial_index=False))
     occurred_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IntakeKey(Base):
+    """The keys of every accepted report (kind 'e': external_id, 'i': Idempotency-Key) with the case it opened or
+    joined: idempotency rests on this primary key (migration 0007)."""
+
+    __tablename__ = "intake_keys"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(CHAR(1), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class EventLogEntry(Base):

@@ -5,12 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
-from gis import db
+from gis import db, intake_io
 from gis.intake import TZ, BatchInvalid, Report
+from gis.intake_batch import COARSE_ABOVE
+from gis.intake_io import Plan, Send
 from tests.loop_helpers import World, world_in
 
 
@@ -49,6 +54,23 @@ def test_idempotency_key_header(world: World) -> None:
     second = world.post("worker", body, headers={"Idempotency-Key": "phone-app-42"})
     assert first.status_code == 201 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"] and second.json()["outcome"] == "duplicate"
+
+
+def test_a_retried_report_that_was_merged_is_not_merged_again(world: World) -> None:
+    """The keys of a report merged into a case are kept too — its Idempotency-Key as well as its external_id."""
+    t = dt.datetime.now(TZ).replace(microsecond=0).isoformat()
+    body = {"source": "grid_worker", "category": "illegal_parking", "lon": world.point[0] + 0.0003,
+            "lat": world.point[1], "occurred_at": t}
+    first = world.post("worker", body)
+    merged = world.post("worker", {**body, "lon": world.point[0] + 0.0004}, headers={"Idempotency-Key": "app-77"})
+    tagged = world.post("worker", {**body, "lon": world.point[0] + 0.0002, "external_id": "patrol-77"})
+    assert first.status_code == 201 and [merged.json()["outcome"], tagged.json()["outcome"]] == ["merged"] * 2
+    assert merged.json()["id"] == tagged.json()["id"] == first.json()["id"] and tagged.json()["reports"] == 3
+    again = world.post("worker", {**body, "lon": world.point[0] + 0.0004}, headers={"Idempotency-Key": "app-77"})
+    again_too = world.post("worker", {**body, "lon": world.point[0] + 0.0002, "external_id": "patrol-77"})
+    for got in (again, again_too):
+        assert got.status_code == 200 and got.json()["outcome"] == "duplicate"
+        assert got.json()["id"] == first.json()["id"] and got.json()["reports"] == 3
 
 
 def test_alarm_storm_and_cross_channel_reports_merge_into_one_case(world: World) -> None:
@@ -148,6 +170,45 @@ def test_a_storm_inside_one_batch_makes_one_case_per_place(world: World, cells: 
     assert len(stored) == cells
     assert {(n, last, first, linked, rep, mer) for n, last, first, linked, rep, mer in stored} == {
         (3, t0 + dt.timedelta(minutes=10), t0, 2, 1, 2)}
+
+
+def _until_commit(plan: Plan[Any]) -> Plan[None]:
+    """A plan carried out up to (not including) its last round trip: its transaction stays open, its locks held."""
+    answer = None
+    while True:
+        step = plan.send(answer)
+        if isinstance(step, Send) and step.last:
+            return
+        answer = yield step
+
+
+def test_an_import_of_one_month_does_not_hold_up_reports_of_another(world: World) -> None:
+    """A large batch locks the stretch of time it covers, not every place: a report waits for it only if it could
+    join one of its cases (before, a batch of more than ~100 places took every lock bucket)."""
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2025, 6, 1, 10, 0, tzinfo=TZ)
+    backlog = [Report(source="citizen", category="garbage_dumping", lon=world.point[0] + (k % 30) * 0.0008,
+                      lat=world.point[1] + (k // 30) * 0.0008, occurred_at=t0 + dt.timedelta(seconds=5 * k),
+                      external_id=f"import-2025-{k}") for k in range(600)]
+    assert len(backlog) > COARSE_ABOVE
+    live = Report(source="grid_worker", category="garbage_dumping", lon=world.point[0], lat=world.point[1],
+                  occurred_at=t0 + dt.timedelta(days=30), external_id="live-a-month-later")
+    then = Report(source="grid_worker", category="garbage_dumping", lon=world.point[0], lat=world.point[1],
+                  occurred_at=t0 + dt.timedelta(minutes=3), external_id="live-then")
+    pool = ThreadPoolExecutor(2)
+    with psycopg.connect(world.url.replace("postgresql+psycopg", "postgresql")) as held:
+        try:
+            intake_io.run(held, _until_commit(intake.plan(backlog)))  # the import, not yet committed
+            later = pool.submit(intake.ingest, [live])
+            assert later.result(timeout=10)[0]["outcome"] == "created"  # not held up
+            same_time = pool.submit(intake.ingest, [then])
+            with pytest.raises(FutureTimeout):
+                same_time.result(timeout=1.5)  # it could join the import's first case: it waits for the import
+        finally:
+            held.rollback()
+            pool.shutdown()
+    assert same_time.result()[0]["outcome"] == "created"
+    assert _count(world, "SELECT count(*) FROM intake_keys WHERE key LIKE 'import-2025-%'") == 0
 
 
 def test_batch_refuses_more_than_10000(world: World) -> None:
