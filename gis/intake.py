@@ -269,10 +269,13 @@ class Intake:
         keys = self._keys(reports)
         if not keys:
             return None
+        # Written as a lateral probe of the primary key for each key: whatever the statistics say, the cost grows
+        # with the batch, not with the table (a hash join over every key stored was chosen while they were stale).
         return ("""
-            SELECT k.source, k.kind, k.key, k.event_id FROM intake_keys k
-            JOIN unnest(CAST(%(s)s AS text[]), CAST(%(kind)s AS text[]), CAST(%(k)s AS text[])) AS w(s, kind, k)
-              ON k.source = w.s AND k.kind = w.kind AND k.key = w.k""", {
+            SELECT k.* FROM unnest(CAST(%(s)s AS text[]), CAST(%(kind)s AS text[]), CAST(%(k)s AS text[]))
+                 AS w(s, kind, k)
+            CROSS JOIN LATERAL (SELECT k.source, k.kind, k.key, k.event_id FROM intake_keys k
+                                WHERE k.source = w.s AND k.kind = w.kind AND k.key = w.k OFFSET 0) k""", {
             "s": array_literal([k[1] for k in keys]), "kind": array_literal([k[2] for k in keys]),
             "k": array_literal([k[3] for k in keys])})
 

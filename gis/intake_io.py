@@ -47,7 +47,8 @@ class Copy:
     may be a generator: each is sent as it comes, and the server works on them meanwhile."""
 
     sql: str
-    rows: Iterable[Sequence[Any]]
+    rows: Iterable[Sequence[Any]] | Iterable[str]
+    text: bool = False  # the rows are chunks of COPY text, written as they are
 
 
 Plan = Generator[Send | Copy, Any, T]
@@ -87,8 +88,12 @@ def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
             else:
                 assert pipe is None, "a COPY cannot follow statements not waited for"
                 with pg.cursor() as cur, cur.copy(step.sql) as cp:
-                    for row in step.rows:
-                        cp.write_row(row)
+                    if step.text:
+                        for chunk in step.rows:
+                            cp.write(chunk)  # type: ignore[arg-type]
+                    else:
+                        for row in step.rows:
+                            cp.write_row(row)
                 answer = None
     except psycopg.OperationalError as exc:
         if not committing:

@@ -12,7 +12,6 @@ from typing import Any
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     ARRAY,
-    CHAR,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -249,7 +248,7 @@ class IntakeKey(Base):
     __tablename__ = "intake_keys"
 
     source: Mapped[str] = mapped_column(String(16), primary_key=True)
-    kind: Mapped[str] = mapped_column(CHAR(1), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     event_id: Mapped[int] = mapped_column(BigInteger)
 

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from gis import db, intake_io
 from gis.intake import TZ, BatchInvalid, Report
-from gis.intake_batch import COARSE_ABOVE
+from gis.intake_batch import COARSE_ABOVE, COPY_ABOVE
 from gis.intake_io import Plan, Send
 from tests.loop_helpers import World, world_in
 
@@ -209,6 +209,41 @@ def test_an_import_of_one_month_does_not_hold_up_reports_of_another(world: World
             pool.shutdown()
     assert same_time.result()[0]["outcome"] == "created"
     assert _count(world, "SELECT count(*) FROM intake_keys WHERE key LIKE 'import-2025-%'") == 0
+
+
+def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
+    """Large batches write their cases as COPY text of their own making, small ones through psycopg's adaptation:
+    the same reports give the same rows, tabs, newlines and backslashes in the text included."""
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2024, 3, 1, 9, 0, tzinfo=TZ)
+    odd = ["tab\there", "two\nlines", "back\\slash \\N", "回车\r\n换行", "", "NULL", "plain 描述"]
+
+    def reports(tag: str) -> list[Report]:
+        return [Report(source=("citizen", "hotline", "grid_worker")[k % 3], category=("noise", "road_damage")[k % 2],
+                       lon=world.point[0] + (k % 12) * 0.0009, lat=world.point[1] + (k // 12) * 0.0009 - 0.004,
+                       occurred_at=t0 + dt.timedelta(hours=k), description=odd[k % len(odd)],
+                       reporter_name=odd[(k + 1) % len(odd)], reporter_phone=f"1380000{k:04d}",
+                       external_id=f"{tag}-{odd[k % len(odd)]}-{k}") for k in range(COPY_ABOVE + 50)]
+        # (plus one 20 km outside the town: needs_location with its reason)
+
+    large = intake.ingest([*reports("large"), Report(source="citizen", category="noise", lon=world.point[0] + 0.2,
+                                                      lat=world.point[1], occurred_at=t0, description="far")])
+    small = [res for k in range(0, COPY_ABOVE + 50, 50) for res in intake.ingest(reports("small")[k:k + 50])]
+    small += intake.ingest([Report(source="citizen", category="noise", lon=world.point[0] + 0.2, lat=world.point[1],
+                                   occurred_at=t0, description="far")])
+    assert len(large) == len(small) == COPY_ABOVE + 51 and {r["outcome"] for r in large} == {"created"}
+
+    def stored(results: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        with db.engine_for(world.url).connect() as conn:
+            return [tuple(row) for row in conn.execute(text("""
+                SELECT to_jsonb(e) - '{id,external_id,received_at,updated_at,deadline}'::text[], ST_AsEWKT(geom),
+                       split_part(external_id, '-', 2), (SELECT count(*) FROM event_log l WHERE l.event_id = e.id)
+                FROM events e WHERE id = ANY(:ids) ORDER BY id"""), {"ids": [r["id"] for r in results]})]
+
+    got, expected = stored(large), stored(small)
+    assert got == expected
+    assert [g[0]["description"] for g in got[:len(odd)]] == odd and got[-1][0]["status"] == "needs_location"
+    assert got[-1][0]["reason"] and "outside every grid cell" in got[-1][0]["reason"]
 
 
 def test_batch_refuses_more_than_10000(world: World) -> None:

@@ -28,7 +28,7 @@ def upgrade() -> None:
     op.create_table(
         "intake_keys",
         sa.Column("source", sa.String(16), nullable=False),
-        sa.Column("kind", sa.CHAR(1), nullable=False),
+        sa.Column("kind", sa.String(1), nullable=False),
         sa.Column("key", sa.String(128), nullable=False),
         sa.Column("event_id", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("source", "kind", "key", name="intake_keys_pkey"),
