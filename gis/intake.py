@@ -170,17 +170,20 @@ class Intake:
                 continue
             # The keys seen before (a key seen by a transaction still running is found when this one writes it:
             # see ingest), ids for the new cases, then the merge locks and under them the open cases the reports
-            # could join (duplicates included: a superset does no harm). What needs no location goes at once, and
-            # the server works on it while the reports are located.
+            # could join (duplicates included, and reports outside every cell: a superset does no harm). All of it
+            # needs only the points, not their cells: it goes at once, and the server works on it while the reports
+            # are located (one round trip before deciding, whatever the batch).
             n = len(reports)
             yield Send([REVISION, SEQSCAN_OFF, *self._probes(n, self._existing(reports)),
-                (fresh_ids_sql("events", "%(n)s"), {"n": n})], wait=False)
+                        (fresh_ids_sql("events", "%(n)s"), {"n": n})], wait=False)
             addresses = sorted({r.address for r in reports if r.address and r.lon is None and not r.device_id})
             found = {a: self.gazetteer(a) for a in addresses} if self.gazetteer else {}
-            located = self._locate([snaps[d] for d in days], reports, known.devices, found)
+            coords = self._coordinates(reports, known.devices, found)
             batch = Batch(self, now, villages, snaps[days[0]].metric_epsg)
-            rev_rows, _, seen, ids, *_, open_cases = yield Send([
-                *batch.merge_locks(reports, located), *self._probes(n, batch.candidates(reports, located))])
+            yield Send([*batch.merge_locks(reports, coords), *self._probes(n, batch.candidates(reports, coords))],
+                       wait=False)
+            located = self._locate([snaps[d] for d in days], reports, coords)
+            rev_rows, _, seen, ids, *_, open_cases = yield Send([])
             if rev_rows[0][0] == known.revision:
                 break
             known = self._load_known()  # the locks taken stay held: harmless
@@ -290,24 +293,19 @@ class Intake:
                 out[i] = {"id": found[(source, kind, k)], "outcome": "duplicate"}
         return out
 
-    def _locate(self, snaps: list[Snapshot], reports: list[Report], devices: dict[str, dict[str, Any]],
-                found: dict[str, tuple[float, float, str] | None]) -> list[Located]:
-        out: list[Located | None] = [None] * len(reports)
+    def _coordinates(self, reports: list[Report], devices: dict[str, dict[str, Any]],
+                     found: dict[str, tuple[float, float, str] | None]) -> list[tuple[float, float] | None]:
+        """Each report's point in the storage CRS (its own, its device's or its address's), or None."""
+        out: list[tuple[float, float] | None] = [None] * len(reports)
         pts: dict[str, list[tuple[int, float, float]]] = {}
         for i, r in enumerate(reports):
             if r.lon is not None and r.lat is not None:
                 pts.setdefault(r.crs or "EPSG:4326", []).append((i, r.lon, r.lat))
             elif r.device_id:
                 d = devices[r.device_id]
-                pts.setdefault("EPSG:4490", []).append((i, d["lon"], d["lat"]))
-            elif r.address:
-                hit = found.get(r.address)
-                if hit is None:
-                    out[i] = Located(None, None, "address", None, f"address not found: {r.address}")
-                else:
-                    pts.setdefault("EPSG:4490", []).append((i, hit[0], hit[1]))
-            else:
-                out[i] = Located(None, None, "village", None)
+                out[i] = (d["lon"], d["lat"])
+            elif r.address and (hit := found.get(r.address)) is not None:
+                out[i] = (hit[0], hit[1])
         for crs, items in pts.items():
             idx = [t[0] for t in items]
             try:
@@ -316,22 +314,34 @@ class Intake:
             except InvalidCoordinates as exc:
                 raise BatchInvalid([{**e, "index": idx[int(str(e["index"]))]} for e in exc.details if "index" in e]
                                    or [{"index": idx[0], "message": str(exc)}]) from exc
-            by_snap: dict[int, list[int]] = {}
-            for k, i in enumerate(idx):
-                by_snap.setdefault(id(snaps[i]), []).append(k)
-            for ks in by_snap.values():
-                snap = snaps[idx[ks[0]]]
-                try:
-                    answers = to_results(snap, assign_arrays(snap, lon[ks], lat[ks],
-                                                             self.locator.settings.snap_distance_m))
-                except InvalidCoordinates as exc:
-                    raise BatchInvalid([{**e, "index": idx[ks[int(str(e["index"]))]]} for e in exc.details
-                                        if "index" in e] or [{"index": idx[ks[0]], "message": str(exc)}]) from exc
-                for k, a in zip(ks, answers, strict=True):
-                    i = idx[k]
-                    r = reports[i]
-                    how = "point" if r.lon is not None else ("device" if r.device_id else "address")
-                    out[i] = Located(float(lon[k]), float(lat[k]), how, a, a["reason"] if a["cell"] is None else None)
+            for i, x, y in zip(idx, lon.tolist(), lat.tolist(), strict=True):
+                out[i] = (x, y)
+        return out
+
+    def _locate(self, snaps: list[Snapshot], reports: list[Report], coords: list[tuple[float, float] | None]
+                ) -> list[Located]:
+        """Each report's cell, worker and jurisdictions on the day it occurred (the snapshot of that day)."""
+        out: list[Located | None] = [None] * len(reports)
+        by_snap: dict[int, list[int]] = {}
+        for i, (r, c) in enumerate(zip(reports, coords, strict=True)):
+            if c is not None:
+                by_snap.setdefault(id(snaps[i]), []).append(i)
+            elif r.address:
+                out[i] = Located(None, None, "address", None, f"address not found: {r.address}")
+            else:
+                out[i] = Located(None, None, "village", None)
+        for idx in by_snap.values():
+            snap = snaps[idx[0]]
+            lon, lat = np.array([coords[i][0] for i in idx]), np.array([coords[i][1] for i in idx])  # type: ignore[index]
+            try:
+                answers = to_results(snap, assign_arrays(snap, lon, lat, self.locator.settings.snap_distance_m))
+            except InvalidCoordinates as exc:
+                raise BatchInvalid([{**e, "index": idx[int(str(e["index"]))]} for e in exc.details
+                                    if "index" in e] or [{"index": idx[0], "message": str(exc)}]) from exc
+            for k, (i, a) in enumerate(zip(idx, answers, strict=True)):
+                r = reports[i]
+                how = "point" if r.lon is not None else ("device" if r.device_id else "address")
+                out[i] = Located(float(lon[k]), float(lat[k]), how, a, a["reason"] if a["cell"] is None else None)
         return [o for o in out if o is not None]
 
     @staticmethod

@@ -147,7 +147,7 @@ class Batch:
         """The events row of each new case (made by `row`), as it is decided; merges and every report's answer go
         to `d`."""
         occurred = [(r.occurred_at or self.now).astimezone(self.tz) for r in reports]
-        mx, my = self._metric(located)
+        mx, my = self._metric([None if loc.lon is None else (loc.lon, loc.lat) for loc in located])  # type: ignore[misc]
         can_merge = {k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None}
         index, now = d.index, self.now
         seen_keys: dict[tuple[str, str], dict[str, Any]] = {}
@@ -177,13 +177,13 @@ class Batch:
             if key is not None:
                 seen_keys[key] = res
 
-    def _metric(self, located: list[Located]) -> tuple[list[float], list[float]]:
-        lon = np.array([loc.lon if loc.lon is not None else np.nan for loc in located], dtype=float)
-        lat = np.array([loc.lat if loc.lat is not None else np.nan for loc in located], dtype=float)
+    def _metric(self, points: list[tuple[float, float] | None]) -> tuple[list[float], list[float]]:
+        lon = np.array([np.nan if p is None else p[0] for p in points], dtype=float)
+        lat = np.array([np.nan if p is None else p[1] for p in points], dtype=float)
         x, y = transformer(4490, self.epsg).transform(lon, lat)
         return list(map(float, x)), list(map(float, y))
 
-    def merge_locks(self, reports: list[Report], located: list[Located]) -> list[Statement]:
+    def merge_locks(self, reports: list[Report], points: list[tuple[float, float] | None]) -> list[Statement]:
         """The advisory locks that serialise merging decisions (taken by the caller before anything is read).
         Two reports that could join each other (same category, within the merge distance and the time window)
         always meet at a lock:
@@ -193,8 +193,9 @@ class Batch:
           touches, and that square holds the other's tile; and the same device's reports of a category share one.
         A large batch thus holds its stretch of time, not every place: a backlog import of last year and the live
         reports of today, or two imports of different months, do not wait for each other (by place, a batch of
-        10,000 took all 512 buckets, and everyone waited)."""
-        mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
+        10,000 took all 512 buckets, and everyone waited). `points` are the reports' points in the storage CRS
+        (or None): a point outside every cell is never merged, and its locks do no harm."""
+        mergeable = [k for k, p in enumerate(points) if p is not None]
         if not mergeable:
             return []
         coarse = len(mergeable) > COARSE_ABOVE
@@ -205,7 +206,7 @@ class Batch:
         keys: set[int] = {bucket("device", reports[k].category, reports[k].device_id)
                           for k in mergeable if reports[k].device_id}
         if not coarse:
-            mx, my = self._metric(located)
+            mx, my = self._metric(points)
             d = self.i.settings.merge_distance_m
             size = 4 * d
             cat = np.array([_category_hash(str(reports[k].category)) for k in mergeable], dtype=np.int64)
@@ -216,9 +217,10 @@ class Batch:
                 keys.update(np.mod(cat * 1_000_003 + i * 92_821 + j * 68_917, BUCKETS).tolist())
         return [locks(SLOT_LOCKS, slots, shared=not coarse), *([locks(MERGE_LOCKS, sorted(keys))] if keys else [])]
 
-    def candidates(self, reports: list[Report], located: list[Located]) -> Statement | None:
-        """The read of the open cases near each report in space and time, and of the reporting devices."""
-        mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
+    def candidates(self, reports: list[Report], points: list[tuple[float, float] | None]) -> Statement | None:
+        """The read of the open cases near each report's point (storage CRS) in space and time, and of the
+        reporting devices."""
+        mergeable = [k for k, p in enumerate(points) if p is not None]
         if not mergeable:
             return None
         occurred = [(reports[k].occurred_at or self.now).timestamp() for k in mergeable]
@@ -243,8 +245,8 @@ class Batch:
             ORDER BY 1""", {
             "cats": array_literal(sorted({str(reports[k].category) for k in mergeable})),
             "devices": array_literal(sorted({str(reports[k].device_id) for k in mergeable if reports[k].device_id})),
-            "x": array_literal([located[k].lon for k in mergeable]),
-            "y": array_literal([located[k].lat for k in mergeable]),
+            "x": array_literal([points[k][0] for k in mergeable]),  # type: ignore[index]
+            "y": array_literal([points[k][1] for k in mergeable]),  # type: ignore[index]
             "c": array_literal([reports[k].category for k in mergeable]),
             "t": array_literal(occurred),
             "pad": self.i.settings.merge_distance_m / 80_000.0,  # degrees that surely cover the distance here
