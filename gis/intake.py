@@ -1,11 +1,12 @@
 """One intake pipeline for every channel: validate → deduplicate → locate → route → merge → store.
 
 A batch is one transaction: if any item is invalid nothing is stored and every item's problem is reported.
-Idempotency: the same external_id (or Idempotency-Key) from the same source returns the first event; concurrent
-retries are serialised by transaction-scoped advisory locks on the key. Alarm storms: a report of the same
-category from the same device, or within the merge distance and time window of an open event, is linked to that
-event (report_count + 1) instead of opening a new case — across channels. Concurrent merging decisions are
-serialised per category and neighbourhood by advisory locks, so two transactions cannot open twin cases.
+Idempotency: the same external_id (or Idempotency-Key) from the same source returns the first event; the keys of
+every stored report are kept in the unique index of intake_keys, so a retry racing its original fails there and
+is decided again (finding its case). Alarm storms: a report of the same category from the same device, or within
+the merge distance and time window of an open event, is linked to that event (report_count + 1) instead of
+opening a new case — across channels. Concurrent merging decisions are serialised per category, neighbourhood and
+stretch of time by advisory locks, so two transactions cannot open twin cases.
 
 The whole batch is decided in memory (one read of candidate cases, vectorised location) and written with COPY:
 a batch of 10,000 costs a handful of round trips, not 10,000.

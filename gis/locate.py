@@ -358,13 +358,17 @@ def to_results(snap: Snapshot, a: Assignment) -> list[dict[str, Any]]:
 
     far_info = _explain_far(snap, a)
     results: list[dict[str, Any]] = []
+    # What a cell's points share is made once per cell (its dicts are shared by those points' answers: read-only).
+    places: dict[int, dict[str, Any]] = {}
+    snapped, distance = a.snapped.tolist(), np.round(a.distance_m, 2).tolist()
     for i, cell in enumerate(a.cell.tolist()):
         if cell >= 0:
-            results.append({
-                "cell": {"code": str(snap.cell_codes[cell]), "name": str(snap.cell_names[cell])},
-                "worker": snap.worker[cell], **chain(int(snap.cell_village[cell])), "snapped": bool(a.snapped[i]),
-                "distance_m": round(float(a.distance_m[i]), 2), "reason": None,
-            })
+            place = places.get(cell)
+            if place is None:
+                place = places[cell] = {
+                    "cell": {"code": str(snap.cell_codes[cell]), "name": str(snap.cell_names[cell])},
+                    "worker": snap.worker[cell], **chain(int(snap.cell_village[cell]))}
+            results.append({**place, "snapped": snapped[i], "distance_m": distance[i], "reason": None})
         else:
             village, dist, reason = far_info[i]
             results.append({"cell": None, "worker": None, **chain(village), "snapped": False,
