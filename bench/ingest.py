@@ -9,6 +9,8 @@ single  wrk -t2 -c32 POSTs one event per request to POST /api/v1/events (the app
 batch   --events events (time-ordered over 2023, uniform over J镇's cells, 1 % 2–10 km outside) in POSTs of 10,000
         to /api/v1/events/batch, against the same points COPY'd into an UNLOGGED table + INSERT … SELECT … JOIN cells
         ON ST_Intersects into a table LIKE events INCLUDING INDEXES (timed together; bodies and COPY text prebuilt).
+        Once per --loaders count (default 1 and 2) on a fresh database: that many clients, each posting its stretch
+        of the year in order; wall time, the loaders' own work (counting the outcomes) included.
 Targets (issue 3): single ≥ 0.5 × the ceiling's requests/s with p99 ≤ 25 ms; batch ≥ 1.0 × the plain INSERT.
 
     .venv/bin/python bench/ingest.py                   # full run: 3 × 20 s of wrk per server, 1,000,000 events (long)

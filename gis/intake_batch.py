@@ -323,13 +323,13 @@ class Batch:
         yield from self._bulk("event_reports", REPORT_COLUMNS, [
             (eid, r.source, r.external_id, r.device_id, r.description, r.reporter_name, r.reporter_phone, _ewkt(loc),
              t, now) for eid, r, loc, t in merged_reports])
-        # The log's 'report' entries are made from the rows just written, in the server; reports with photos name
-        # them in the entry and are written from here, after the others: a case's first entry comes before the
-        # entries of the reports merged into it.
+        # The log's 'report' entries are made in the server from arrays; reports with photos name them in the entry
+        # and are written after the others, and so are merges: a case's first entry comes before the entries of
+        # the reports merged into it.
         plain = [(eid, r.source, res["status"], loc.reason)
                  for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True) if not r.photos]
         if plain:
-            # From arrays: reading the rows just written back out of events cost 10,000 index probes a batch.
+            # (Reading the rows just written back out of events cost 10,000 index probes a batch.)
             self._finish.append(("""
                 INSERT INTO event_log (event_id, at, actor, role, action, from_status, to_status, note, data)
                 SELECT v.id, %(now)s, 'intake:' || v.source, 'system', 'report', NULL, v.status, v.reason,
