@@ -40,15 +40,32 @@ def server_url() -> Iterator[str]:
     if external:
         yield external
         return
+    _reap_orphans()
     # Not under pytest's 0700 temp folder: when the tests run as root the cluster belongs to `postgres`.
     folder = Path(tempfile.mkdtemp(prefix="wangge-test-"))
     folder.chmod(0o755)
+    (folder / "owner.pid").write_text(str(os.getpid()))
     cluster = Cluster(folder / "pgdata", fast=True)
     url = cluster.start()
     try:
         yield str(make_url(url).set(database="postgres").render_as_string(hide_password=False))
     finally:
         cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _reap_orphans() -> None:
+    """Stop the clusters of earlier test runs that were killed (their pytest process is gone): a killed run cannot
+    stop its PostgreSQL, and a few left running skew every benchmark on this machine."""
+    for folder in Path(tempfile.gettempdir()).glob("wangge-test-*"):
+        try:
+            os.kill(int((folder / "owner.pid").read_text()), 0)
+            continue  # its run is alive (or the folder predates owner.pid): leave it
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue
+        Cluster(folder / "pgdata", fast=True).stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
