@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -209,6 +210,52 @@ def test_an_import_of_one_month_does_not_hold_up_reports_of_another(world: World
             pool.shutdown()
     assert same_time.result()[0]["outcome"] == "created"
     assert _count(world, "SELECT count(*) FROM intake_keys WHERE key LIKE 'import-2025-%'") == 0
+
+
+def test_a_retry_racing_its_original_waits_for_it_and_finds_its_case(world: World) -> None:
+    """Nothing but the key ties the two (other place, other month: no merge lock in common): the retry waits at
+    the key's unique index until the original commits, then is decided again and answers with the original's
+    case."""
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2025, 3, 1, 10, 0, tzinfo=TZ)
+    original = [Report(source="hotline", category="noise", lon=world.point[0] + (k % 30) * 0.0008,
+                       lat=world.point[1] + (k // 30) * 0.0008, occurred_at=t0 + dt.timedelta(seconds=5 * k),
+                       external_id=f"race-{k}") for k in range(600)]
+    retry = Report(source="hotline", category="road_damage", lon=world.other_point[0], lat=world.other_point[1],
+                   occurred_at=t0 + dt.timedelta(days=40), external_id="race-7")
+    reached, go = threading.Event(), threading.Event()
+
+    def paused(plan: Plan[Any]) -> Plan[Any]:
+        """The plan, stopping before its last round trip (its rows and keys written) until `go`."""
+        answer = None
+        while True:
+            try:
+                step = plan.send(answer)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(step, Send) and step.last:
+                reached.set()
+                go.wait(30)
+            answer = yield step
+
+    def run_original() -> list[dict[str, Any]]:
+        with db.engine_for(world.url).connect() as conn, conn.begin():
+            return intake_io.run(conn.connection.driver_connection,  # type: ignore[arg-type]
+                                 paused(intake.plan(original)), commit=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(run_original)
+        try:
+            assert reached.wait(30)
+            racing = pool.submit(intake.ingest, [retry])
+            with pytest.raises(FutureTimeout):
+                racing.result(timeout=1.5)  # waiting at the key
+        finally:
+            go.set()
+        stored = first.result(timeout=30)
+        got = racing.result(timeout=30)[0]
+    assert got["outcome"] == "duplicate" and got["id"] == stored[7]["id"]
+    assert _count(world, "SELECT count(*) FROM events WHERE external_id = 'race-7'") == 1
 
 
 def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
