@@ -313,8 +313,7 @@ class Intake:
                 lon, lat = self.locator.to_storage(np.array([t[1] for t in items]), np.array([t[2] for t in items]),
                                                    crs)
             except InvalidCoordinates as exc:
-                raise BatchInvalid([{**e, "index": idx[int(str(e["index"]))]} for e in exc.details if "index" in e]
-                                   or [{"index": idx[0], "message": str(exc)}]) from exc
+                raise _invalid(exc, idx) from exc
             for i, x, y in zip(idx, lon.tolist(), lat.tolist(), strict=True):
                 out[i] = (x, y)
         return out
@@ -337,8 +336,7 @@ class Intake:
             try:
                 answers = to_results(snap, assign_arrays(snap, lon, lat, self.locator.settings.snap_distance_m))
             except InvalidCoordinates as exc:
-                raise BatchInvalid([{**e, "index": idx[int(str(e["index"]))]} for e in exc.details
-                                    if "index" in e] or [{"index": idx[0], "message": str(exc)}]) from exc
+                raise _invalid(exc, idx) from exc
             for k, (i, a) in enumerate(zip(idx, answers, strict=True)):
                 r = reports[i]
                 how = "point" if r.lon is not None else ("device" if r.device_id else "address")
@@ -380,3 +378,9 @@ class Intake:
                 if r["outcome"] == "merged" and running is not None:
                     r["reports"] = running  # the count when this report joined
 
+
+def _invalid(exc: InvalidCoordinates, idx: list[int]) -> BatchInvalid:
+    """A batch refused for the coordinates of some of its reports: `exc` numbers them within `idx`, the batch
+    positions of the points it was given."""
+    return BatchInvalid([{**e, "index": idx[int(str(e["index"]))]} for e in exc.details if "index" in e]
+                        or [{"index": idx[0], "message": str(exc)}])
