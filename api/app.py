@@ -21,7 +21,7 @@ from gis.cases import Cases
 from gis.gazetteer_db import GazetteerCache
 from gis.intake import Intake, IntakeSettings
 from gis.intake_queue import IntakeQueue
-from gis.intake_worker import IntakeWorker
+from gis.intake_worker import IntakeWorker, WorkerPool
 from gis.locate import Locator
 from gis.settings import AuthSettings, DatabaseSettings, LocateSettings, SupervisionSettings
 from gis.supervision import sweep
@@ -58,12 +58,16 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
         app.state.gazetteer = GazetteerCache(app.state.engine)
         app.state.intake = Intake(app.state.engine, app.state.locator, app.state.taxonomy, app.state.calendar,
                                   IntakeSettings(), gazetteer=app.state.gazetteer.match)
-        # Single reports are decided in a worker process of their own, out of the event loop's way (see
-        # gis/intake_worker.py); batches, Open311 and the dashboard's own writes use this process's intake.
+        # Single reports are decided in a worker process of their own, out of the event loop's way, and batches
+        # in a pool of them (see gis/intake_worker.py); Open311 and the dashboard's own writes use this process's
+        # intake.
         worker = IntakeWorker(url, locate_settings or LocateSettings()) if IntakeSettings().intake_process else None
         if worker is not None:
             worker.start()
         app.state.intake_queue = IntakeQueue(app.state.intake, worker=worker)
+        n = IntakeSettings().batch_processes
+        app.state.batch_workers = WorkerPool([IntakeWorker(url, locate_settings or LocateSettings())
+                                              for _ in range(n)]) if n else None
         app.state.cases = Cases(app.state.engine, app.state.taxonomy, app.state.calendar, app.state.locator)
         app.state.auth = AuthSettings()
         app.state.secret_key = app.state.auth.key()
@@ -82,6 +86,8 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
         yield
         supervisor.cancel()
         await asyncio.to_thread(app.state.intake_queue.close)
+        if app.state.batch_workers is not None:
+            await asyncio.to_thread(app.state.batch_workers.close)
         app.state.feed.stop()
         app.state.engine.dispose()
 

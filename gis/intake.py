@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Connection, Engine, text
 
@@ -49,6 +50,8 @@ class IntakeSettings(BaseSettings):
     merge_window_minutes: float = 30.0
     # Single reports decided in a worker process (gis/intake_worker.py); false: in the server's intake thread.
     intake_process: bool = True
+    # Batches decided in this many worker processes (WorkerPool); 0: in the server's threads.
+    batch_processes: int = Field(2, ge=0, le=64)
 
 
 class BatchInvalid(WanggeError):

@@ -28,11 +28,15 @@ NOT_FINAL = "e.status NOT IN (" + ", ".join(f"'{s}'" for s in FINAL_STATUSES) + 
 if TYPE_CHECKING:
     from gis.intake import Intake, Located, Report
 
-SLOT_LOCKS = 7303  # advisory-lock spaces, taken in this order
+EPOCH_LOCKS = 7304  # advisory-lock spaces, taken in this order
+SLOT_LOCKS = 7303
 MERGE_LOCKS = 7302
 R = TypeVar("R")
 BUCKETS = 512  # of places
-SLOT_BUCKETS = 1024  # of time slots (a slot number modulo this: 21 days of 30-minute slots)
+SLOTS_PER_EPOCH = 64  # an epoch: 64 time slots (32 hours of 30-minute slots)
+EPOCH_BUCKETS = 1024  # of epochs (an epoch number modulo this: ~3.7 years of 32-hour epochs)
+MAX_SLOT_LOCKS = 1024  # a batch touching more time slots locks its epochs exclusively instead
+INT4 = 2**31 - 1
 COARSE_ABOVE = 500  # reports a batch may merge; above, it locks its time slots exclusively, and no places
 EVENT_COLUMNS = (
     "id", "source", "external_id", "idempotency_key", "category", "grade", "platform", "status", "level", "unit_code",
@@ -188,7 +192,11 @@ class Batch:
         Two reports that could join each other (same category, within the merge distance and the time window)
         always meet at a lock:
         - time: a report locks the slots (window-long stretches of time) floor(t / window) and the next, so two
-          reports within the window share one — shared by a small plan, exclusive by a large batch;
+          reports within the window share one — shared by a small plan, exclusive by a large batch. Every plan
+          first takes its slots' epochs (64 slots, numbered modulo EPOCH_BUCKETS) shared; a batch touching more
+          than MAX_SLOT_LOCKS slots (years of backlog) takes its epochs exclusively instead of its slots, so that
+          no plan holds more than ~1,000 locks. (Slots numbered modulo 1,024, as before, made two imports three
+          weeks apart wait for each other: in bench/ingest.py two loaders' batches met a third of the time.)
         - place (small plans only): each report locks every tile of its category that its distance square
           touches, and that square holds the other's tile; and the same device's reports of a category share one.
         A large batch thus holds its stretch of time, not every place: a backlog import of last year and the live
@@ -202,7 +210,11 @@ class Batch:
         w = self.window.total_seconds()
         t = np.array([(reports[k].occurred_at or self.now).timestamp() for k in mergeable])
         slot = np.floor(t / w).astype(np.int64)
-        slots = np.unique(np.concatenate([slot, slot + 1]) % SLOT_BUCKETS).tolist()
+        slots = np.unique(np.concatenate([slot, slot + 1]))
+        epochs = np.unique(slots // SLOTS_PER_EPOCH % EPOCH_BUCKETS).tolist()
+        wide = len(slots) > MAX_SLOT_LOCKS
+        time_locks = [locks(EPOCH_LOCKS, epochs, shared=not wide),
+                      *([] if wide else [locks(SLOT_LOCKS, np.unique(slots % INT4).tolist(), shared=not coarse)])]
         keys: set[int] = {bucket("device", reports[k].category, reports[k].device_id)
                           for k in mergeable if reports[k].device_id}
         if not coarse:
@@ -215,7 +227,7 @@ class Batch:
             j0, j1 = np.floor((y - d) / size).astype(np.int64), np.floor((y + d) / size).astype(np.int64)
             for i, j in ((i0, j0), (i0, j1), (i1, j0), (i1, j1)):
                 keys.update(np.mod(cat * 1_000_003 + i * 92_821 + j * 68_917, BUCKETS).tolist())
-        return [locks(SLOT_LOCKS, slots, shared=not coarse), *([locks(MERGE_LOCKS, sorted(keys))] if keys else [])]
+        return [*time_locks, *([locks(MERGE_LOCKS, sorted(keys))] if keys else [])]
 
     def candidates(self, reports: list[Report], points: list[tuple[float, float] | None]) -> Statement | None:
         """The read of the open cases near each report's point (storage CRS) in space and time, and of the

@@ -14,6 +14,10 @@ as the server's do, so a load or a grid change is seen by both. It is started wi
 group finds it dead. A group in flight when it died fails with 503: its reports may or may not have been stored,
 and a client retrying with the same external_id or Idempotency-Key gets the first event, never a second. The
 worker leaves when the server closes the socket (or dies: the socket closes with it).
+
+Batches run in a pool of such workers (WorkerPool, `WANGGE_BATCH_PROCESSES`, default 2): the server passes a
+batch's body as it came and gets the answer's bytes back, so parsing, deciding and writing a batch never hold the
+server's interpreter lock, and two batches use two cores.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import contextlib
 import gc
 import logging
 import pickle
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -63,19 +69,34 @@ class IntakeWorker:
         self._conn: Connection | None = None
 
     def ingest(self, reports: list[Report]) -> list[Outcome]:
+        """One outcome per report of the group (its answer, or the error for that report alone)."""
+        outcomes: list[Outcome] = self._exchange(reports, "storing this report; it may have been stored: send it "
+                                                          "again with the same external_id or Idempotency-Key")
+        return outcomes
+
+    def call(self, job: Callable[..., Any], *args: Any) -> Any:
+        """What job(intake, connection, *args) returns in the worker — or raises: a WanggeError as is, a lost
+        database as DatabaseUnavailable, anything else as IntakeFailed. The job must be importable by name (it
+        is pickled by reference) and its arguments and result picklable; the connection is the worker's own,
+        idle between calls."""
+        outcome: Outcome | Any = self._exchange((job, args), "during this batch; it may have been stored: send it "
+                                                             "again with the same external_ids or Idempotency-Keys")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _exchange(self, message: Any, lost: str) -> Any:
         if self.process is not None and self.process.poll() is not None:
-            self.close()  # it died between groups: nothing was in flight
+            self.close()  # it died between messages: nothing was in flight
         if self._conn is None:
             self.start()
         assert self._conn is not None
         try:
-            self._conn.send(reports)
-            outcomes: list[Outcome] = self._conn.recv()
+            self._conn.send(message)
+            return self._conn.recv()
         except (EOFError, OSError):
             self.close(timeout=5)
-            raise WorkerLost("the intake worker stopped while storing this report; it may have been stored: "
-                             "send it again with the same external_id or Idempotency-Key") from None
-        return outcomes
+            raise WorkerLost(f"the intake worker stopped {lost}") from None
 
     def close(self, timeout: float = 30.0) -> None:
         """Let the worker leave (it finishes the group it has), or end it after `timeout` seconds."""
@@ -99,6 +120,39 @@ class IntakeWorker:
         self._conn.send((self.database_url, self.locate_settings))
 
 
+class WorkerPool:
+    """Intake workers for batches (`WANGGE_BATCH_PROCESSES`): call() runs a job in an idle one, waiting while all
+    are busy. Deciding a batch of 10,000 takes ~0.3 s of Python; in the server's threads two concurrent batches
+    shared one interpreter lock with each other and with the event loop (measured with bench/ingest.py, two
+    loaders: the server used 0.82 of a core and PostgreSQL 0.65, the second core half idle).
+
+    A worker starts when first needed (~1 s to import), not with the server: three processes importing at once
+    on two cores delayed the server's first answers past a second. The idle worker used last is used next, so
+    one client's batches keep to one warm worker."""
+
+    def __init__(self, workers: list[IntakeWorker]) -> None:
+        self.workers = workers
+        self._idle: queue.LifoQueue[IntakeWorker] = queue.LifoQueue()
+        for w in reversed(workers):
+            self._idle.put(w)
+
+    def call(self, job: Callable[..., Any], *args: Any) -> Any:
+        worker = self._idle.get()
+        try:
+            return worker.call(job, *args)
+        finally:
+            self._idle.put(worker)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let each worker finish the job it has (up to `timeout` seconds in all), then leave."""
+        deadline = time.monotonic() + timeout
+        for _ in self.workers:
+            with contextlib.suppress(queue.Empty):
+                self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+        for w in self.workers:
+            w.close(timeout=max(1.0, deadline - time.monotonic()))
+
+
 # -- the worker's side ------------------------------------------------------------------------------------------
 def _portable(outcomes: list[Outcome]) -> list[Outcome]:
     """Outcomes the server can unpickle: a database error as 503, anything unforeseen as a one-line error."""
@@ -113,7 +167,8 @@ def _portable(outcomes: list[Outcome]) -> list[Outcome]:
                 o = IntakeFailed(f"the intake failed: {type(o).__name__}: {o}")
         out.append(o)
     try:
-        pickle.dumps(out)
+        if any(isinstance(o, BaseException) for o in out):
+            pickle.dumps(out)
     except Exception:
         out = [WanggeError(str(o)) if isinstance(o, BaseException) else o for o in out]
     return out
@@ -138,10 +193,14 @@ def serve(conn: Connection) -> None:
     try:
         while True:
             try:
-                reports = conn.recv()
+                message = conn.recv()
             except EOFError:
                 return
-            conn.send(_portable(_ingest(intake, reports, db_conn)))
+            if isinstance(message, tuple):  # a job: (function, arguments)
+                job, args = message
+                conn.send(_portable([_call(intake, job, args, db_conn)])[0])
+            else:  # a group of single reports
+                conn.send(_portable(_ingest(intake, message, db_conn)))
     finally:
         db_conn.discard()
         engine.dispose()
@@ -160,6 +219,21 @@ def _ingest(intake: Intake, reports: list[Report], db_conn: _KeptConnection) -> 
             if not intake_io.uncommitted(exc):
                 break
     return outcomes
+
+
+def _call(intake: Intake, job: Callable[..., Any], args: tuple[Any, ...], db_conn: _KeptConnection
+          ) -> Outcome | Any:
+    """The job's result or error; once more on a fresh connection as in _ingest."""
+    for attempt in range(2):
+        try:
+            return job(intake, db_conn.get(), *args)
+        except WanggeError as exc:  # the caller's fault, said in one line: the connection is fine
+            return exc
+        except Exception as exc:
+            db_conn.discard()
+            if attempt or not intake_io.uncommitted(exc):
+                return exc
+    raise AssertionError("unreachable")
 
 
 class _KeptConnection:

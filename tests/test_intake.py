@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from sqlalchemy import text
 
 from gis import db, intake_io
 from gis.intake import TZ, BatchInvalid, Report
-from gis.intake_batch import COARSE_ABOVE, COPY_ABOVE
+from gis.intake_batch import COARSE_ABOVE, COPY_ABOVE, MAX_SLOT_LOCKS, SLOTS_PER_EPOCH
 from gis.intake_io import Plan, Send
 from tests.loop_helpers import World, world_in
 
@@ -194,14 +195,18 @@ def test_an_import_of_one_month_does_not_hold_up_reports_of_another(world: World
     assert len(backlog) > COARSE_ABOVE
     live = Report(source="grid_worker", category="garbage_dumping", lon=world.point[0], lat=world.point[1],
                   occurred_at=t0 + dt.timedelta(days=30), external_id="live-a-month-later")
+    # 1,024 slots later: where slot numbers modulo 1,024 made it wait.
+    weeks_later = dataclasses.replace(live, occurred_at=t0 + 1024 * dt.timedelta(minutes=30),
+                                      external_id="live-1024-slots-later")
     then = Report(source="grid_worker", category="garbage_dumping", lon=world.point[0], lat=world.point[1],
                   occurred_at=t0 + dt.timedelta(minutes=3), external_id="live-then")
     pool = ThreadPoolExecutor(2)
     with psycopg.connect(world.url.replace("postgresql+psycopg", "postgresql")) as held:
         try:
             intake_io.run(held, _until_commit(intake.plan(backlog)))  # the import, not yet committed
-            later = pool.submit(intake.ingest, [live])
-            assert later.result(timeout=10)[0]["outcome"] == "created"  # not held up
+            for other in (live, weeks_later):
+                later = pool.submit(intake.ingest, [other])
+                assert later.result(timeout=10)[0]["outcome"] == "created"  # not held up
             same_time = pool.submit(intake.ingest, [then])
             with pytest.raises(FutureTimeout):
                 same_time.result(timeout=1.5)  # it could join the import's first case: it waits for the import
@@ -210,6 +215,37 @@ def test_an_import_of_one_month_does_not_hold_up_reports_of_another(world: World
             pool.shutdown()
     assert same_time.result()[0]["outcome"] == "created"
     assert _count(world, "SELECT count(*) FROM intake_keys WHERE key LIKE 'import-2025-%'") == 0
+
+
+def test_an_import_spanning_months_holds_its_epochs_not_every_time(world: World) -> None:
+    """A batch whose reports touch more than MAX_SLOT_LOCKS time slots locks their 32-hour epochs instead (a
+    bounded number of locks): a report that could join one of its cases waits for it, one of another year not."""
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2024, 3, 1, 8, 0, tzinfo=TZ)
+    backlog = [Report(source="citizen", category="illegal_parking", lon=world.point[0] + (k % 40) * 0.0003,
+                      lat=world.point[1] + (k // 40) * 0.0003, occurred_at=t0 + dt.timedelta(hours=k),
+                      external_id=f"import-2024-{k}") for k in range(MAX_SLOT_LOCKS // 2 + 20)]
+    slots = 2 * len(backlog)  # an hour apart: each report's own slot and the next, none shared
+    near_a_case = Report(source="grid_worker", category="illegal_parking", lon=world.point[0], lat=world.point[1],
+                         occurred_at=t0 + dt.timedelta(minutes=10), external_id="live-near-2024-import")
+    next_year = dataclasses.replace(near_a_case, occurred_at=t0 + dt.timedelta(days=365),
+                                    external_id="live-a-year-after-2024-import")
+    pool = ThreadPoolExecutor(2)
+    with psycopg.connect(world.url.replace("postgresql+psycopg", "postgresql")) as held:
+        try:
+            intake_io.run(held, _until_commit(intake.plan(backlog)))
+            held_locks = held.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                      "AND pid = pg_backend_pid()").fetchone()
+            assert slots > MAX_SLOT_LOCKS and held_locks is not None and held_locks[0] <= slots // SLOTS_PER_EPOCH + 2
+            later = pool.submit(intake.ingest, [next_year])
+            assert later.result(timeout=10)[0]["outcome"] == "created"
+            same_time = pool.submit(intake.ingest, [near_a_case])
+            with pytest.raises(FutureTimeout):
+                same_time.result(timeout=1.5)
+        finally:
+            held.rollback()
+            pool.shutdown()
+    assert same_time.result()[0]["outcome"] == "created"
 
 
 def test_a_retry_racing_its_original_waits_for_it_and_finds_its_case(world: World) -> None:

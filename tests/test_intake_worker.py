@@ -1,5 +1,5 @@
-"""Single reports go through the intake worker process: it answers as the server would, survives being killed, and
-leaves with the server."""
+"""Single reports go through the intake worker process, batches through a pool of them: they answer as the server
+would, survive being killed, and leave with the server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +19,7 @@ from api.app import create_app
 from gis import db
 from gis.errors import DatabaseUnavailable
 from gis.intake import BatchInvalid, Report
-from gis.intake_worker import IntakeFailed, IntakeWorker, WorkerLost
+from gis.intake_worker import IntakeFailed, IntakeWorker, WorkerLost, WorkerPool
 from gis.settings import LocateSettings
 from tests.conftest import create_database
 from tests.loop_helpers import World, build_world, world_in
@@ -147,3 +149,89 @@ def test_after_the_database_drops_the_workers_connection_reports_go_through_agai
     got = world.post("worker", body)
     assert got.status_code == 201, got.text
     assert _stored(world, "iw-reconnect") == 1
+
+
+def _pool(w: World) -> WorkerPool:
+    pool = w.client.app.state.batch_workers  # type: ignore[attr-defined]
+    assert isinstance(pool, WorkerPool)
+    return pool
+
+
+def _batch(w: World, who: str, events: list[dict[str, Any]]) -> Any:
+    return w.client.post("/api/v1/events/batch", json={"events": events}, headers=w.h(who))
+
+
+def test_batches_are_parsed_decided_and_answered_in_batch_worker_processes(world: World) -> None:
+    events = [{"source": "citizen", "category": "garbage_dumping", "lon": world.point[0], "lat": world.point[1],
+               "occurred_at": f"2025-02-0{k + 1}T09:00:00+08:00", "external_id": f"bw-{k}"} for k in range(3)]
+    got = _batch(world, "centre", events)
+    assert got.status_code == 200, got.text
+    results = got.json()["results"]
+    assert [r["outcome"] for r in results] == ["created"] * 3
+    assert {r["cell"]["code"] for r in results} == {world.cell}
+    pids = {w.process.pid for w in _pool(world).workers if w.process is not None and w.process.poll() is None}
+    assert pids and os.getpid() not in pids
+    assert _batch(world, "centre", events).json()["results"][0]["outcome"] == "duplicate"
+    # Refusals cross the process boundary as the server's own answers, and nothing is stored.
+    bad = _batch(world, "centre", [{**events[0], "external_id": "bw-bad-0"},
+                                   {**events[0], "lat": "north", "external_id": "bw-bad-1"}])
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:3] == ["events", 1, "lat"]
+    refused = _batch(world, "leader", [{**events[0], "external_id": "bw-leader"}])
+    assert refused.status_code == 403 and "leader account cannot report" in refused.json()["detail"]
+    unlocatable = _batch(world, "centre", [{**events[0], "external_id": "bw-nowhere-0"},
+                                           {"source": "sensor", "device_id": "NO-SUCH-DEVICE",
+                                            "external_id": "bw-nowhere-1"}])
+    assert unlocatable.status_code == 422 and "NO-SUCH-DEVICE" in unlocatable.text
+    assert _stored(world, "bw-bad-0") == _stored(world, "bw-leader") == _stored(world, "bw-nowhere-0") == 0
+
+
+def _waiting(conn: Any, n: int, answers: list[Any]) -> int:
+    """How many transactions of this database wait for a lock, once n do (or every answer came), up to 20 s."""
+    busy, deadline = 0, threading.Event()
+    for _ in range(200):
+        # pg_locks, not pg_stat_activity: the latter is read once per transaction, and `conn` holds one open.
+        busy = conn.execute(text("""SELECT count(*) FROM pg_locks WHERE NOT granted
+                                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                 """)).scalar_one()
+        if busy >= n or all(a.done() for a in answers) or deadline.wait(0.1):
+            break
+    return int(busy)
+
+
+def test_two_batches_are_decided_at_once_in_two_processes(world: World) -> None:
+    def batch(tag: str) -> Any:
+        return _batch(world, "centre", [{"source": "hotline", "category": "noise", "lon": world.other_point[0],
+                                         "lat": world.other_point[1], "external_id": f"bw-two-{tag}-{k}"}
+                                        for k in range(50)])
+
+    with ThreadPoolExecutor(2) as pool, db.engine_for(world.url).connect() as blocker:
+        blocker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))  # both get as far as writing
+        answers = [pool.submit(batch, tag) for tag in ("a", "b")]
+        try:
+            assert _waiting(blocker, 2, answers) == 2  # two transactions at once, from two worker processes
+ # two transactions at once, from two worker processes
+        finally:
+            blocker.rollback()
+        assert [a.result(timeout=30).status_code for a in answers] == [200, 200]
+    assert len({w.process.pid for w in _pool(world).workers if w.process is not None}) == 2
+
+
+def test_a_batch_in_flight_when_its_worker_dies_is_a_503_and_its_retry_stores_it_once(world: World) -> None:
+    events = [{"source": "grid_worker", "category": "road_damage", "lon": world.point[0] + k * 0.0001,
+               "lat": world.point[1], "external_id": f"bw-lost-{k}"} for k in range(20)]
+    with ThreadPoolExecutor(1) as pool, db.engine_for(world.url).connect() as blocker:
+        blocker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+        answer = pool.submit(_batch, world, "centre", events)
+        try:
+            assert _waiting(blocker, 1, [answer]) == 1
+            for w in _pool(world).workers:  # the one with the batch among them
+                if w.process is not None:
+                    os.kill(w.process.pid, signal.SIGKILL)
+            lost = answer.result(timeout=30)
+        finally:
+            blocker.rollback()
+    assert lost.status_code == 503 and "same external_ids or Idempotency-Keys" in lost.json()["detail"]
+    again = _batch(world, "centre", events)  # a fresh worker; the lost attempt stored nothing
+    assert again.status_code == 200 and "duplicate" not in {r["outcome"] for r in again.json()["results"]}
+    with db.engine_for(world.url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM intake_keys WHERE key LIKE 'bw-lost-%'")).scalar_one() == 20
