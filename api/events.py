@@ -152,7 +152,7 @@ async def post_batch(request: Request, p: PrincipalDep) -> Any:
     body, state = await request.body(), request.app.state
     role = p.actor.role if p.actor is not None else None
     if state.batch_workers is not None:  # in a batch worker process (gis/intake_worker.py), the default
-        status, answer = await run_in_threadpool(state.batch_workers.call, store_batch, body, p.device_id, role)
+        status, answer = await state.batch_workers.run(store_batch, body, p.device_id, role)
     else:
         status, answer = await run_in_threadpool(store_batch, state.intake, None, body, p.device_id, role)
     if status == 422:

@@ -22,6 +22,7 @@ server's interpreter lock, and two batches use two cores.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -135,6 +136,13 @@ class WorkerPool:
         self._idle: queue.LifoQueue[IntakeWorker] = queue.LifoQueue()
         for w in reversed(workers):
             self._idle.put(w)
+        self._slots = asyncio.Semaphore(len(workers))
+
+    async def run(self, job: Callable[..., Any], *args: Any) -> Any:
+        """call() from an event loop: batches waiting for a worker wait here, not in a thread each (forty
+        waiting batches would otherwise hold every thread of the server's pool)."""
+        async with self._slots:
+            return await asyncio.to_thread(self.call, job, *args)
 
     def call(self, job: Callable[..., Any], *args: Any) -> Any:
         worker = self._idle.get()

@@ -185,10 +185,10 @@ def test_batches_are_parsed_decided_and_answered_in_batch_worker_processes(world
     assert _stored(world, "bw-bad-0") == _stored(world, "bw-leader") == _stored(world, "bw-nowhere-0") == 0
 
 
-def _waiting(conn: Any, n: int, answers: list[Any]) -> int:
-    """How many transactions of this database wait for a lock, once n do (or every answer came), up to 20 s."""
+def _waiting(conn: Any, n: int, answers: list[Any], seconds: float = 20.0) -> int:
+    """How many transactions of this database wait for a lock, once n do (or every answer came, or time is up)."""
     busy, deadline = 0, threading.Event()
-    for _ in range(200):
+    for _ in range(int(seconds * 10)):
         # pg_locks, not pg_stat_activity: the latter is read once per transaction, and `conn` holds one open.
         busy = conn.execute(text("""SELECT count(*) FROM pg_locks WHERE NOT granted
                                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -198,21 +198,21 @@ def _waiting(conn: Any, n: int, answers: list[Any]) -> int:
     return int(busy)
 
 
-def test_two_batches_are_decided_at_once_in_two_processes(world: World) -> None:
+def test_two_batches_are_decided_at_once_in_two_processes_and_a_third_waits_its_turn(world: World) -> None:
     def batch(tag: str) -> Any:
         return _batch(world, "centre", [{"source": "hotline", "category": "noise", "lon": world.other_point[0],
                                          "lat": world.other_point[1], "external_id": f"bw-two-{tag}-{k}"}
                                         for k in range(50)])
 
-    with ThreadPoolExecutor(2) as pool, db.engine_for(world.url).connect() as blocker:
-        blocker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))  # both get as far as writing
-        answers = [pool.submit(batch, tag) for tag in ("a", "b")]
+    with ThreadPoolExecutor(3) as pool, db.engine_for(world.url).connect() as blocker:
+        blocker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))  # they get as far as writing
+        answers = [pool.submit(batch, tag) for tag in ("a", "b", "c")]
         try:
             assert _waiting(blocker, 2, answers) == 2  # two transactions at once, from two worker processes
- # two transactions at once, from two worker processes
+            assert _waiting(blocker, 3, answers, seconds=1.5) == 2  # the third waits for a free worker
         finally:
             blocker.rollback()
-        assert [a.result(timeout=30).status_code for a in answers] == [200, 200]
+        assert [a.result(timeout=30).status_code for a in answers] == [200, 200, 200]
     assert len({w.process.pid for w in _pool(world).workers if w.process is not None}) == 2
 
 
