@@ -30,7 +30,7 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.backends._fastapi import get_current_request
 from dash.exceptions import PreventUpdate
 from shapely.geometry import mapping, shape
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from dashboard import i18n, server
 from dashboard.data import villages_clause
@@ -300,9 +300,9 @@ def _in_scope(engine: Engine, actor: Actor, village: str | None) -> bool:
     return bool(village) and any(v["code"] == village for v in villages(engine, actor))
 
 
-def village_boundary(engine: Engine, village: str) -> tuple[dict[str, Any], list[list[float]], Any]:
+def village_boundary(db: Engine | Connection, village: str) -> tuple[dict[str, Any], list[list[float]], Any]:
     """(GeoJSON of the village, its Leaflet bounds, its shapely geometry)."""
-    with engine.connect() as conn:
+    with grid.begin(db) as conn:
         r = conn.execute(text("""SELECT code, name, ST_AsBinary(geom) AS wkb FROM jurisdictions
                                  WHERE code = :c AND level = 'village'"""), {"c": village}).one()
     g = shapely.from_wkb(r.wkb)
@@ -353,10 +353,9 @@ def open_draft(engine: Engine, actor: Actor, village: str) -> int | None:
     return None
 
 
-def _fresh_code(engine: Engine, village: str, draft_codes: list[str]) -> str:
+def _fresh_code(conn: Connection, village: str, draft_codes: list[str]) -> str:
     """A cell code never used in the village: above every serial of any version and of the draft."""
-    with engine.connect() as conn:
-        used = set(conn.execute(text("SELECT code FROM cells WHERE code LIKE :p"), {"p": village + "%"}).scalars())
+    used = set(conn.execute(text("SELECT code FROM cells WHERE code LIKE :p"), {"p": village + "%"}).scalars())
     used |= set(draft_codes)
     top = max((int(c[12:]) for c in used if c.startswith(village) and len(c) == 15 and c[12:].isdigit()), default=0)
     if top >= 999:
@@ -379,14 +378,15 @@ def _polygonal(g: Any) -> Any:
     return shapely.union_all(parts) if parts else shapely.Polygon()
 
 
-def place_cell(engine: Engine, actor: Actor, draft_id: int, code: str, geometry: dict[str, Any],
+def place_cell(conn: Connection, actor: Actor, draft_id: int, code: str, geometry: dict[str, Any],
                properties: dict[str, Any] | None = None) -> str:
-    """Store a drawn or edited cell: the other cells of the draft give up the area it is drawn over (a cell
-    wholly covered is removed), then gis.grid snaps it to the village boundary and its neighbours and clips it."""
+    """Store a drawn or edited cell, in the caller's transaction: the other cells of the draft give up the area it
+    is drawn over (a cell wholly covered is removed), then gis.grid snaps it to the village boundary and its
+    neighbours and clips it. If the cell is refused, its neighbours keep their area (the transaction rolls back)."""
     drawn = grid.parse_geometry(geometry, f"cell {code}")
-    draft = grid.get_draft(engine, actor, draft_id)
+    draft = grid.get_draft(conn, actor, draft_id, for_update=True)
     village = str((properties or {}).get("village_code") or draft["villages"][0])
-    _, _, vg = village_boundary(engine, village)
+    _, _, vg = village_boundary(conn, village)
     area = shapely.intersection(shapely.make_valid(drawn), vg)
     for f in draft["cells"]["features"]:
         other = f["properties"]["code"]
@@ -397,24 +397,25 @@ def place_cell(engine: Engine, actor: Actor, draft_id: int, code: str, geometry:
             continue
         rest = _polygonal(shapely.difference(og, area))
         if rest.is_empty or shapely.area(rest) <= TINY_DEG2:
-            grid.delete_cell(engine, actor, draft_id, other)
+            grid.delete_cell(conn, actor, draft_id, other)
         else:
-            grid.put_cell(engine, actor, draft_id, other, mapping(rest), {})
-    grid.put_cell(engine, actor, draft_id, code, geometry, properties or {}, snap_m=SNAP_M)
+            grid.put_cell(conn, actor, draft_id, other, mapping(rest), {})
+    grid.put_cell(conn, actor, draft_id, code, geometry, properties or {}, snap_m=SNAP_M)
     return code
 
 
-def new_cell(engine: Engine, actor: Actor, draft_id: int, geometry: dict[str, Any]) -> str:
-    draft = grid.get_draft(engine, actor, draft_id)
+def new_cell(conn: Connection, actor: Actor, draft_id: int, geometry: dict[str, Any]) -> str:
+    draft = grid.get_draft(conn, actor, draft_id, for_update=True)
     village = draft["villages"][0]
-    code = _fresh_code(engine, village, [f["properties"]["code"] for f in draft["cells"]["features"]])
-    return place_cell(engine, actor, draft_id, code, geometry, {"village_code": village})
+    code = _fresh_code(conn, village, [f["properties"]["code"] for f in draft["cells"]["features"]])
+    return place_cell(conn, actor, draft_id, code, geometry, {"village_code": village})
 
 
-def split_along(engine: Engine, actor: Actor, draft_id: int, line: dict[str, Any], selected: list[str]) -> list[str]:
+def split_along(conn: Connection, actor: Actor, draft_id: int, line: dict[str, Any], selected: list[str]
+                ) -> list[str]:
     """Split the cell the line crosses (the selected one when it crosses several)."""
     geom = shape(line)
-    draft = grid.get_draft(engine, actor, draft_id)
+    draft = grid.get_draft(conn, actor, draft_id, for_update=True)
     crossed = [f["properties"]["code"] for f in draft["cells"]["features"]
                if len(grid.split_polygon(shapely.make_valid(shape(f["geometry"])), geom)) >= 2]
     if not crossed:
@@ -422,15 +423,16 @@ def split_along(engine: Engine, actor: Actor, draft_id: int, line: dict[str, Any
     pick = [c for c in crossed if c in selected]
     if len(crossed) > 1 and len(pick) != 1:
         raise _UserError("pl_split_which")
-    return grid.split_cell(engine, actor, draft_id, (pick or crossed)[0], line)
+    return grid.split_cell(conn, actor, draft_id, (pick or crossed)[0], line)
 
 
 def assign_worker(engine: Engine, actor: Actor, draft_id: int, code: str, worker: str) -> None:
-    draft = grid.get_draft(engine, actor, draft_id)
-    f = next((f for f in draft["cells"]["features"] if f["properties"]["code"] == code), None)
-    if f is None:
-        raise NotFound(f"draft {draft_id} has no cell {code}")
-    grid.put_cell(engine, actor, draft_id, code, f["geometry"], {"worker_id": worker})
+    with engine.begin() as conn:
+        draft = grid.get_draft(conn, actor, draft_id, for_update=True)
+        f = next((f for f in draft["cells"]["features"] if f["properties"]["code"] == code), None)
+        if f is None:
+            raise NotFound(f"draft {draft_id} has no cell {code}")
+        grid.put_cell(conn, actor, draft_id, code, f["geometry"], {"worker_id": worker})
 
 
 class _UserError(Exception):
@@ -439,27 +441,29 @@ class _UserError(Exception):
 
 def apply_gesture(engine: Engine, actor: Actor, village: str, draft_id: int | None, action: dict[str, Any],
                   features: list[dict[str, Any]], selected: list[str]) -> tuple[int, str, list[str]]:
-    """One map gesture (planner.js) → gis.grid; returns (draft id, message key + values as JSON, new selection)."""
+    """One map gesture (planner.js) → gis.grid; returns (draft id, message key + values as JSON, new selection).
+    A gesture is one transaction: all of its edits are stored, or none (one cell refused keeps the others as
+    they were)."""
     kind = str(action.get("type") or "")
+    if kind not in ("draw:created", "draw:edited", "draw:deleted"):
+        raise PreventUpdate
     draft_id = ensure_draft(engine, actor, village, draft_id)
-    if kind == "draw:created":
-        f = features[0]
-        if f["properties"].get("kind") == "polyline":
-            codes = split_along(engine, actor, draft_id, f["geometry"], selected)
-            return draft_id, _msg("pl_split", codes=", ".join(codes)), codes
-        code = new_cell(engine, actor, draft_id, f["geometry"])
-        return draft_id, _msg("pl_created", code=code), [code]
-    if kind == "draw:edited":
-        codes = [str(f["properties"]["code"]) for f in features]
-        for f in features:
-            place_cell(engine, actor, draft_id, str(f["properties"]["code"]), f["geometry"])
-        return draft_id, _msg("pl_edited", codes=", ".join(codes)), codes
-    if kind == "draw:deleted":
-        codes = [str(f["properties"]["code"]) for f in features]
+    codes = [str(f["properties"]["code"]) for f in features if kind != "draw:created"]
+    with engine.begin() as conn:
+        if kind == "draw:created":
+            f = features[0]
+            if f["properties"].get("kind") == "polyline":
+                codes = split_along(conn, actor, draft_id, f["geometry"], selected)
+                return draft_id, _msg("pl_split", codes=", ".join(codes)), codes
+            code = new_cell(conn, actor, draft_id, f["geometry"])
+            return draft_id, _msg("pl_created", code=code), [code]
+        if kind == "draw:edited":
+            for f in features:
+                place_cell(conn, actor, draft_id, str(f["properties"]["code"]), f["geometry"])
+            return draft_id, _msg("pl_edited", codes=", ".join(codes)), codes
         for c in codes:
-            grid.delete_cell(engine, actor, draft_id, c)
+            grid.delete_cell(conn, actor, draft_id, c)
         return draft_id, _msg("pl_deleted", codes=", ".join(codes)), []
-    raise PreventUpdate
 
 
 def _msg(key: str, **values: Any) -> str:

@@ -19,6 +19,7 @@ and the one that retired them, so the grid of any version can be rebuilt and any
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -250,6 +251,12 @@ def _log(conn: Connection, actor: Actor, action: str, now: dt.datetime, draft_id
                   "data": json.dumps(data or {}, ensure_ascii=False, default=str)})
 
 
+def begin(db: Engine | Connection) -> contextlib.AbstractContextManager[Connection]:
+    """A transaction on an engine, or the caller's own on a connection: several edits of a draft (a cell drawn over
+    its neighbours, a gesture on several cells) are then stored together, or not at all."""
+    return contextlib.nullcontext(db) if isinstance(db, Connection) else db.begin()
+
+
 def _now(now: dt.datetime | None) -> dt.datetime:
     return (now or dt.datetime.now(TZ)).astimezone(TZ)
 
@@ -342,9 +349,11 @@ def _create_draft(conn: Connection, actor: Actor, scope_code: str, name: str | N
     return draft_id
 
 
-def get_draft(engine: Engine, actor: Actor, draft_id: int) -> dict[str, Any]:
-    with engine.connect() as conn:
-        return _draft_json(conn, _load_draft(conn, draft_id, actor))
+def get_draft(db: Engine | Connection, actor: Actor, draft_id: int, for_update: bool = False) -> dict[str, Any]:
+    """The draft with its cells; `for_update` (on the caller's connection): locked for an edit that reads it first,
+    refused as an edit would be (a draft no longer open, outside a writer's scope)."""
+    with db.connect() if isinstance(db, Engine) else contextlib.nullcontext(db) as conn:
+        return _draft_json(conn, _load_draft(conn, draft_id, actor, write=for_update, lock=for_update))
 
 
 def list_drafts(engine: Engine, actor: Actor, status: str | None = "open") -> list[dict[str, Any]]:
@@ -443,11 +452,12 @@ def _village_geoms(conn: Connection, villages: Sequence[str]) -> dict[str, shape
         text("SELECT code, ST_AsBinary(geom) AS wkb FROM jurisdictions WHERE code = ANY(:v)"), {"v": list(villages)})}
 
 
-def put_cell(engine: Engine, actor: Actor, draft_id: int, code: str, geometry: Any,
+def put_cell(db: Engine | Connection, actor: Actor, draft_id: int, code: str, geometry: Any,
              properties: dict[str, Any] | None = None, snap_m: float = 0.0,
              now: dt.datetime | None = None) -> dict[str, Any]:
     """Create or replace one cell of a draft. With `snap_m` > 0 its edges snap to the village boundary and the
-    neighbouring cells within that many metres, and it is clipped so that it overlaps nothing."""
+    neighbouring cells within that many metres, and it is clipped so that it overlaps nothing. On a connection,
+    in the caller's transaction (see begin)."""
     now = _now(now)
     props = dict(properties or {})
     if not re.fullmatch(r"\d{15}", code):
@@ -455,7 +465,7 @@ def put_cell(engine: Engine, actor: Actor, draft_id: int, code: str, geometry: A
     if not np.isfinite(snap_m) or snap_m < 0 or snap_m > 100:
         raise GeometryRejected("snap tolerance must be between 0 and 100 metres")
     g = parse_geometry(geometry, f"cell {code}")
-    with engine.begin() as conn:
+    with begin(db) as conn:
         d = _load_draft(conn, draft_id, actor, write=True, lock=True)
         old = next((c for c in d.cells if c.code == code), None)
         village = str(props.get("village_code") or (old.village_code if old else code[:12]))
@@ -485,9 +495,10 @@ def put_cell(engine: Engine, actor: Actor, draft_id: int, code: str, geometry: A
         return _feature(cell, _worker_names(conn, [cell.worker_id] if cell.worker_id else []))
 
 
-def delete_cell(engine: Engine, actor: Actor, draft_id: int, code: str, now: dt.datetime | None = None) -> None:
+def delete_cell(db: Engine | Connection, actor: Actor, draft_id: int, code: str, now: dt.datetime | None = None
+                ) -> None:
     now = _now(now)
-    with engine.begin() as conn:
+    with begin(db) as conn:
         d = _load_draft(conn, draft_id, actor, write=True, lock=True, cells=False)
         n = conn.execute(text("DELETE FROM grid_draft_cells WHERE draft_id = :d AND code = :c"),
                          {"d": d.id, "c": code}).rowcount
@@ -520,7 +531,7 @@ def _share(total: int | None, weights: Sequence[float]) -> list[int | None]:
     return [int(x) for x in base]
 
 
-def split_cell(engine: Engine, actor: Actor, draft_id: int, code: str, line_geojson: Any,
+def split_cell(db: Engine | Connection, actor: Actor, draft_id: int, code: str, line_geojson: Any,
                now: dt.datetime | None = None) -> list[str]:
     """Cut a cell along a line drawn across it. The largest piece keeps the code and the grid worker; the others
     get fresh codes and no worker yet (validation asks for one); households and population are shared by area.
@@ -532,7 +543,7 @@ def split_cell(engine: Engine, actor: Actor, draft_id: int, code: str, line_geoj
         raise GeometryRejected(f"split line: unreadable GeoJSON geometry ({exc})") from exc
     if line.geom_type not in ("LineString", "MultiLineString") or line.is_empty:
         raise GeometryRejected(f"split line: expected a LineString, got a {line.geom_type}")
-    with engine.begin() as conn:
+    with begin(db) as conn:
         d = _load_draft(conn, draft_id, actor, write=True, lock=True)
         cell = next((c for c in d.cells if c.code == code), None)
         if cell is None:

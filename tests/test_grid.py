@@ -179,6 +179,35 @@ def test_an_edited_cell_snaps_to_its_neighbours_and_the_village_boundary(w: Worl
     assert not {"gap", "overlap", "outside-village"} & set(problems), problems
 
 
+def test_a_map_gesture_is_stored_whole_or_not_at_all(w: World) -> None:
+    """The planner's gestures change several cells at once (a cell drawn over its neighbours takes their area;
+    several cells edited or deleted together): one refused cell leaves every cell as it was."""
+    from dashboard import planner
+
+    engine = engine_of(w)
+    d = grid.create_draft(engine, PLANNER, VILLAGE)
+    cells = cells_of(d)
+    a, b = adjacent_pair(cells)
+    before = grid.get_draft(engine, PLANNER, d["id"])
+    # a redrawn over all of b (b would be removed), together with a cell drawn as a line: refused.
+    over = shapely.union_all([shapely.geometry.shape(cells[c]["geometry"]) for c in (a, b)])
+    bad = {"type": "LineString", "coordinates": [[121.0, 29.0], [121.1, 29.1]]}
+    with pytest.raises(grid.GeometryRejected):
+        planner.apply_gesture(engine, PLANNER, VILLAGE, d["id"], {"type": "draw:edited"},
+                              [{"geometry": shapely.geometry.mapping(over), "properties": {"code": a}},
+                               {"geometry": bad, "properties": {"code": sorted(set(cells) - {a, b})[0]}}], [])
+    with pytest.raises(grid.NotFound):
+        planner.apply_gesture(engine, PLANNER, VILLAGE, d["id"], {"type": "draw:deleted"},
+                              [{"geometry": cells[b]["geometry"], "properties": {"code": b}},
+                               {"geometry": cells[b]["geometry"], "properties": {"code": VILLAGE + "999"}}], [])
+    after = grid.get_draft(engine, PLANNER, d["id"])
+    assert cells_of(after) == cells_of(before) and after["edits"] == before["edits"]
+    # The same edit alone goes through: b gives up its area to a and is removed.
+    planner.apply_gesture(engine, PLANNER, VILLAGE, d["id"], {"type": "draw:edited"},
+                          [{"geometry": shapely.geometry.mapping(over), "properties": {"code": a}}], [])
+    assert b not in cells_of(grid.get_draft(engine, PLANNER, d["id"]))
+
+
 # -- validation -----------------------------------------------------------------------------------------------
 def test_validation_finds_and_locates_each_kind_of_problem(w: World) -> None:
     engine = engine_of(w)
