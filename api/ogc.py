@@ -2,8 +2,9 @@
 
 Collections: jurisdictions, cells (the version valid today; `datetime` selects the versions valid then), devices and
 events (no personal data: reporter names, phones, free-text descriptions and addresses stay out). Every query runs
-in PostGIS (bbox against the GiST indexes, paging with LIMIT/OFFSET); only one page of features reaches Python, as
-JSON text built by the database.
+in PostGIS (bbox against the GiST indexes); only one page of features reaches Python, as JSON text built by the
+database. The next and prev links page by key (`after` / `before` the feature id at the page's edge), so that the
+last page of a million events costs what the first does; `offset` is still taken for a page asked for by number.
 
 Coordinates are stored in CGCS2000 (EPSG:4490). CRS84 output is lon/lat as stored (CGCS2000 and WGS84 differ by
 centimetres, the null transformation PROJ applies too); EPSG:4490 output is lat/lon, the axis order of the EPSG
@@ -61,7 +62,7 @@ class Collection:
     alias: str
     joins: str  # joined only for the page of features returned
     fid: str  # SQL for the feature id
-    order: str  # SQL for a stable, unique order
+    order: str  # SQL for a stable, unique order (a row value when it has two parts)
     props: tuple[tuple[str, str], ...]  # (property name, SQL), the whole list of what is published
     time: str | None  # None, "validity" (valid_from/valid_to days) or "occurred_at" (a timestamp)
     by_id: str  # WHERE clause selecting one feature by :fid
@@ -151,7 +152,7 @@ def _schema_type(name: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------------- parameters
 
-ITEMS_PARAMETERS = {"bbox", "bbox-crs", "limit", "offset", "datetime", "crs"}
+ITEMS_PARAMETERS = {"bbox", "bbox-crs", "limit", "offset", "after", "before", "datetime", "crs"}
 
 
 def _params(request: Request, formats: tuple[str, ...] = ("json",)) -> dict[str, str]:
@@ -190,6 +191,21 @@ def _int(value: str | None, name: str, default: int, minimum: int) -> int:
     if n < minimum:
         raise BadParameter(f"{name}={value} is below its minimum {minimum}")
     return n
+
+
+def _edge(c: Collection, feature_id: str, name: str) -> dict[str, Any]:
+    """The order key (:k1, :k2) of the feature id given as a page's edge in `after` or `before`."""
+    if c.id == "events":
+        if not re.fullmatch(r"[0-9]{1,18}", feature_id):
+            raise BadParameter(f"{name}={feature_id} is not an event id")
+        return {"k1": int(feature_id)}
+    if c.id == "cells":
+        code, _, day = feature_id.partition("@")
+        try:
+            return {"k1": code, "k2": dt.date.fromisoformat(day)}
+        except ValueError:
+            raise BadParameter(f"{name}={feature_id} is not a cell feature id (CODE@YYYY-MM-DD)") from None
+    return {"k1": feature_id}
 
 
 Envelope = tuple[float, float, float, float]  # lon/lat
@@ -324,25 +340,48 @@ def _filters(c: Collection, boxes: list[Envelope], period: Period | None) -> tup
     return where, params
 
 
-def _sql(c: Collection, crs: str, where: list[str]) -> tuple[str, str]:
-    """The count of the features matched, and one page of them (:limit, :offset) as a JSON array."""
+def _sql(c: Collection, crs: str, where: list[str], edge: str | None = None) -> tuple[str, str]:
+    """The count of the features matched, and one page of them (:limit from :offset, or by key `edge` "after" or
+    "before" the feature whose order key is :k1, :k2) as a JSON array, with the ids of its first and last feature
+    and whether there are more beyond it (one feature more is read to know)."""
     condition = " AND ".join(where) or "true"
     count_sql = f"SELECT count(*) FROM {c.table} WHERE {condition}"
-    page_sql = f"""SELECT count(*), coalesce(json_agg(p.feature ORDER BY p.k), '[]'::json)::text FROM (
-        SELECT {_feature(c, crs)} AS feature, {c.order} AS k
-        FROM (SELECT * FROM {c.table} WHERE {condition} ORDER BY {c.order} LIMIT :limit OFFSET :offset) {c.alias}
+    parts = c.order.strip("()").split(", ")
+    order = ", ".join(parts)
+    if edge is not None:
+        key = "(:k1, CAST(:k2 AS date))" if len(parts) == 2 else ":k1"
+        condition = f"{condition} AND {c.order} {'>' if edge == 'after' else '<'} {key}"
+        if edge == "before":  # the nearest features below the edge, read backwards
+            order = ", ".join(f"{k} DESC" for k in parts)
+    page_sql = f"""SELECT count(*) FILTER (WHERE p.n <= :limit),
+               coalesce(json_agg(p.feature ORDER BY p.k) FILTER (WHERE p.n <= :limit), '[]'::json)::text,
+               (array_agg(p.fid ORDER BY p.k) FILTER (WHERE p.n <= :limit))[1],
+               (array_agg(p.fid ORDER BY p.k DESC) FILTER (WHERE p.n <= :limit))[1], count(*) > :limit FROM (
+        SELECT {_feature(c, crs)} AS feature, {c.order} AS k, ({c.fid})::text AS fid,
+               row_number() OVER (ORDER BY {order}) AS n
+        FROM (SELECT * FROM {c.table} WHERE {condition} ORDER BY {order} LIMIT :limit + 1 OFFSET :offset) {c.alias}
         {c.joins}) p"""
     return count_sql, page_sql
 
 
+@dataclass
+class Page:
+    matched: int
+    returned: int
+    features: str  # a JSON array
+    first: str | None  # the ids of its first and last feature
+    last: str | None
+    beyond: bool  # more features follow in the direction paged (after it; before it when paging back)
+
+
 def _page(engine: Engine, c: Collection, crs: str, where: list[str], params: dict[str, Any],
-          limit: int, offset: int) -> tuple[int, int, str]:
+          limit: int, offset: int, edge: str | None = None) -> Page:
     """numberMatched, numberReturned and the features of one page as JSON text, all computed in PostGIS."""
-    count_sql, page_sql = _sql(c, crs, where)
+    count_sql, page_sql = _sql(c, crs, where, edge)
     with engine.connect() as conn:
         matched = conn.execute(text(count_sql), params).scalar_one()
-        returned, features = conn.execute(text(page_sql), {**params, "limit": limit, "offset": offset}).one()
-    return matched, returned, features
+        row = conn.execute(text(page_sql), {**params, "limit": limit, "offset": offset}).one()
+    return Page(matched, *row)
 
 
 # ---------------------------------------------------------------------------------------------------- responses
@@ -448,8 +487,11 @@ _ITEMS_OPENAPI = [
     _parameter("limit", f"features per page; above {MAX_LIMIT} the maximum is used",
                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
                style="form", explode=False),
-    _parameter("offset", "features skipped (the next and prev links carry it)",
+    _parameter("offset", "features skipped (a page by number; the next and prev links page by key instead)",
                {"type": "integer", "minimum": 0, "default": 0}),
+    _parameter("after", "the page after the feature with this id (the next links carry it)", {"type": "string"}),
+    _parameter("before", "the page before the feature with this id (the prev links carry it)",
+               {"type": "string"}),
     _parameter("datetime", "an RFC 3339 instant or interval (start/end, `..` open), or a date (a day in China); "
                "cells: the versions valid then; events: the time the case occurred", {"type": "string"},
                style="form", explode=False),
@@ -532,23 +574,42 @@ def items(request: Request, engine: EngineDep, collection_id: str = Path(alias="
     period = _period(q["datetime"]) if "datetime" in q else None
     limit = min(_int(q.get("limit"), "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
     offset = _int(q.get("offset"), "offset", 0, 0)
+    edges = [name for name in ("after", "before") if name in q]
+    if len(edges) > 1 or (edges and offset):
+        raise BadParameter("give one of offset, after and before")
+    edge = edges[0] if edges else None
     where, params = _filters(c, boxes, period)
-    matched, returned, features = _page(engine, c, crs, where, params, limit, offset)
+    if edge is not None:
+        params.update(_edge(c, q[edge], edge))
+    page = _page(engine, c, crs, where, params, limit, offset, edge)
 
     url = request.url
     links = [
         _link(str(url), "self", GEOJSON, "this document"),
         _link(f"{_root(request)}/collections/{c.id}", "collection", JSON, c.title),
     ]
-    if offset + returned < matched:
-        links.append(_link(str(url.include_query_params(offset=offset + limit, limit=limit)), "next", GEOJSON,
-                           "next page"))
-    if offset > 0:
-        links.append(_link(str(url.include_query_params(offset=max(0, offset - limit), limit=limit)), "prev",
-                           GEOJSON, "previous page"))
+    bare = url.remove_query_params(["offset", "after", "before"])
+    after, before = page.beyond, offset > 0  # more after this page; before it
+    if edge == "after":
+        before = True  # at least the feature it starts after
+    elif edge == "before":
+        after, before = True, page.beyond
+    if after:  # (an empty page before the first feature: the first page is next)
+        nxt = bare.include_query_params(after=page.last, limit=limit) if page.last is not None else \
+            bare.include_query_params(limit=limit)
+        links.append(_link(str(nxt), "next", GEOJSON, "next page"))
+    if before:
+        if page.first is not None:
+            prev = bare.include_query_params(before=page.first, limit=limit)
+        elif edge == "after":  # an empty page after the last feature: the last page
+            prev = bare.include_query_params(offset=max(0, page.matched - limit), limit=limit)
+        else:  # an offset past the end
+            prev = bare.include_query_params(offset=max(0, offset - limit), limit=limit)
+        links.append(_link(str(prev), "prev", GEOJSON, "previous page"))
     stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    return _geojson({"type": "FeatureCollection"}, features, crs,
-                    {"numberMatched": matched, "numberReturned": returned, "timeStamp": stamp, "links": links})
+    return _geojson({"type": "FeatureCollection"}, page.features, crs,
+                    {"numberMatched": page.matched, "numberReturned": page.returned, "timeStamp": stamp,
+                     "links": links})
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature", response_class=Response,

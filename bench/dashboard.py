@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import httpx  # noqa: E402
 from ingest import http_server  # noqa: E402  (bench/ingest.py: the app under uvicorn in a subprocess)
-from locate import console, machine, recreate, server, step, write_results  # noqa: E402
+from locate import console, machine, recreate, run_record, server, step, write_results  # noqa: E402
 from playwright.sync_api import Browser, sync_playwright  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import text  # noqa: E402
@@ -276,12 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
-    git = [subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-           for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])]
-    out: dict[str, Any] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                           "commit": git[0] + ("+modified" if git[1] else ""),
-                           "args": {k: v for k, v in vars(args).items()
-                                    if k not in ("database_url", "serve", "port", "screenshots")}}
+    out: dict[str, Any] = run_record(args, leave_out=("serve", "port", "screenshots"))
     with server(url) as admin_url, tempfile.TemporaryDirectory(prefix="wangge-dash-") as tmp:
         db_url, out["database"] = prepare(admin_url, args.events, args.seed)
         out["server_s"] = server_side(db_url)

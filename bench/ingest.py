@@ -54,6 +54,7 @@ from locate import (
     machine,
     pg_connect,
     recreate,
+    run_record,
     server,
     step,
     write_results,
@@ -420,11 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.serve, args.port, args.database_url)
         return 0
     url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
-    git = [subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-           for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])]
-    out: dict[str, Any] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                           "commit": git[0] + ("+modified" if git[1] else ""),
-                           "args": {k: v for k, v in vars(args).items() if k not in ("database_url", "serve", "port")}}
+    out: dict[str, Any] = run_record(args, leave_out=("serve", "port"))
     with server(url) as admin_url, tempfile.TemporaryDirectory(prefix="wangge-ingest-") as tmp:
         for name in ("single", "batch") if args.only is None else (args.only,):
             out[name] = (bench_single if name == "single" else bench_batch)(admin_url, args, Path(tmp))

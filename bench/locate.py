@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -359,6 +360,16 @@ def main(argv: list[str] | None = None) -> int:
         show(name, r)
     write_results(out, RESULTS)
     return 0
+
+
+def run_record(args: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The head of a run's results: when, at which commit (+modified for a dirty tree), with which arguments (not
+    the database URL, nor `leave_out`). Shared by the bench scripts."""
+    git = [subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+           for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])]
+    return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "commit": git[0] + ("+modified" if git[1] else ""),
+            "args": {k: v for k, v in vars(args).items() if k not in ("database_url", *leave_out)}}
 
 
 def write_results(out: dict[str, Any], path: Path, prefix: str = "") -> None:

@@ -24,15 +24,16 @@ wangge_bench_publish is created there and dropped. Results: a table, bench/resul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
-import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import shapely
-from locate import DEMO, console, machine, recreate, server, step, write_results  # bench/locate.py
+from locate import DEMO, console, machine, recreate, run_record, server, step, write_results  # bench/locate.py
 from rich.table import Table
 from sqlalchemy import Engine, text
 
@@ -89,6 +90,26 @@ def insert_events(engine: Engine, n: int, open_share: float) -> dict[str, Any]:
         total, opened = conn.execute(text(f"""SELECT count(*), count(*) FILTER (WHERE status IN {OPEN_SQL})
                                               FROM events""")).one()
     return {"events": total, "open": opened, "insert_s": round(insert_s, 2)}
+
+
+@contextlib.contextmanager
+def demo_with_events(admin_url: str, name: str, events: int, open_share: float, out: dict[str, Any]
+                     ) -> Iterator[tuple[str, Engine]]:
+    """A database `name` with the demo township and `events` synthetic events (its URL and engine); dropped after.
+    Sets out["machine"] and out["setup"]. Shared with bench/ogc.py."""
+    db_url = recreate(admin_url, name)
+    engine = db.engine_for(db_url)
+    try:
+        db.upgrade(engine)
+        out["machine"] = machine(db_url)
+        with step("load the demo township"):
+            load_package(engine, DEMO, valid_from=dt.date(2017, 1, 1))
+        with step(f"insert {events:,} events"):
+            out["setup"] = insert_events(engine, events, open_share)
+        yield db_url, engine
+    finally:
+        engine.dispose()
+        recreate(admin_url, name, drop_only=True)
 
 
 def redraw(engine: Engine, village: str) -> int:
@@ -174,25 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
     args = ap.parse_args(argv)
     url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                            check=False).stdout.strip()
-    out: dict[str, Any] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": commit,
-                           "args": {k: v for k, v in vars(args).items() if k != "database_url"}}
-    with server(url) as admin_url:
-        db_url = recreate(admin_url, "wangge_bench_publish")
-        engine = db.engine_for(db_url)
-        try:
-            db.upgrade(engine)
-            out["machine"] = machine(db_url)
-            with step("load the demo township"):
-                load_package(engine, DEMO, valid_from=dt.date(2017, 1, 1))
-            with step(f"insert {args.events:,} events"):
-                out["setup"] = insert_events(engine, args.events, args.open_share)
-            out["validate"] = bench_validate(engine, args.repeat)
-            out["publish"] = bench_publish(engine)
-        finally:
-            engine.dispose()
-            recreate(admin_url, "wangge_bench_publish", drop_only=True)
+    out: dict[str, Any] = run_record(args)
+    with server(url) as admin_url, demo_with_events(admin_url, "wangge_bench_publish", args.events, args.open_share,
+                                                    out) as (_, engine):
+        out["validate"] = bench_validate(engine, args.repeat)
+        out["publish"] = bench_publish(engine)
     s = out["setup"]
     table = Table(title=f"grid versions over {s['events']:,} events ({s['open']:,} open)")
     for col in ("what", "wangge", "anchor", "ratio", "target"):

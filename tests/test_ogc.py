@@ -199,6 +199,30 @@ def test_next_links_walk_every_feature_once(served: Served, collection: str) -> 
         assert httpx.get(prev, timeout=30).json()["features"] == pages[0]["features"]
 
 
+@pytest.mark.parametrize("collection", ["cells", "events"])
+def test_pages_go_by_key_and_the_prev_links_walk_back_the_same_pages(served: Served, collection: str) -> None:
+    """The next links page after the last feature's id (a deep page costs what the first does, where OFFSET
+    read and dropped every feature before it); prev links walk back through exactly the same pages."""
+    _, pages = _walk(served, f"/collections/{collection}/items", limit=7)
+    assert len(pages) > 2
+    for page in pages[:-1]:
+        nxt = httpx.URL(next(link["href"] for link in page["links"] if link["rel"] == "next"))
+        assert nxt.params["after"] == str(page["features"][-1]["id"]) and "offset" not in nxt.params
+    back = [pages[-1]]
+    while True:
+        prev = [link["href"] for link in back[-1]["links"] if link["rel"] == "prev"]
+        if not prev:
+            break
+        back.append(httpx.get(prev[0], timeout=30).json())
+    assert [pg["features"] for pg in reversed(back)] == [pg["features"] for pg in pages]
+    # Past the end, by key or by offset: an empty page whose prev link is the last page.
+    last_id = pages[-1]["features"][-1]["id"]
+    beyond = served.get(f"/collections/{collection}/items", after=last_id, limit=7).json()
+    assert beyond["features"] == [] and not [link for link in beyond["links"] if link["rel"] == "next"]
+    prev = next(link["href"] for link in beyond["links"] if link["rel"] == "prev")
+    assert httpx.get(prev, timeout=30).json()["features"][-1]["id"] == last_id
+
+
 def test_default_and_maximum_limit(served: Served) -> None:
     page = served.get("/collections/cells/items").json()
     assert page["numberReturned"] == 10
@@ -327,6 +351,9 @@ def test_events_publish_no_personal_data(served: Served) -> None:
     ("/collections/cells/items", {"limit": "ten"}, 400, "limit"),
     ("/collections/cells/items", {"limit": "0"}, 400, "limit"),
     ("/collections/cells/items", {"offset": "-1"}, 400, "offset"),
+    ("/collections/events/items", {"after": "abc"}, 400, "after=abc"),
+    ("/collections/cells/items", {"before": "330212101001001"}, 400, "CODE@YYYY-MM-DD"),
+    ("/collections/events/items", {"after": "1", "offset": "10"}, 400, "one of offset, after and before"),
     ("/collections/cells/items", {"bbox": "121,29,122"}, 400, "bbox"),
     ("/collections/cells/items", {"bbox": "121,29,122,nan"}, 400, "bbox"),
     ("/collections/cells/items", {"bbox": "29,121,30,122"}, 400, "out of range"),
