@@ -381,6 +381,8 @@ def report_hotspots(
                      ] = None,
     size: Annotated[float, typer.Option(help="hexagon edge in metres")] = 250,
     alpha: Annotated[float, typer.Option(help="significance level of the hot and cold spots")] = 0.05,
+    fdr: Annotated[bool, typer.Option("--fdr", help="correct the hot and cold spots for multiple testing "
+                                                     "(Benjamini–Hochberg false-discovery rate)")] = False,
 ) -> None:
     """Hot and cold spots (Getis-Ord Gi*), density, recurring places and the village ranking for a period."""
     from gis.report import LANGS, hotspots_report
@@ -396,7 +398,7 @@ def report_hotspots(
     engine = _engine()
     actor = Actor("cli", "leader", scope) if scope else None
     _report_write("hotspots", lambda: hotspots_report(engine, start, end, lang=lang, actor=actor, size_m=size,
-                                                      alpha=alpha), out_file)
+                                                      alpha=alpha, correction="fdr" if fdr else "none"), out_file)
 
 
 @report_app.command("village")

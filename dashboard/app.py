@@ -292,6 +292,10 @@ def hotspots_page(c: _Ctx, village: str | None) -> Any:
             dcc.RadioItems(id="hot-alpha", value=0.05, inline=True, className="radio",
                            options=[{"label": "90%", "value": 0.1}, {"label": "95%", "value": 0.05},
                                     {"label": "99%", "value": 0.01}]),
+            # Testing a thousand hexagons at 95 % marks about fifty by chance alone: the correction keeps the
+            # expected share of false spots among those shown at α (gis.hotspots.getis_ord).
+            dcc.Checklist(id="hot-fdr", value=[], className="radio",
+                          options=[{"label": t("fdr", c.lang), "value": "fdr"}]),
         ]),
         html.Div(className="hot-map", children=[
             dl.Map(id="hot-map", bounds=bounds, center=_centre(bounds), zoom=13, zoomSnap=0.25, className="map",
@@ -331,7 +335,7 @@ def _shift(c: _Ctx, fc: dict[str, Any]) -> dict[str, Any]:
 
 
 def hot_layers(c: _Ctx, start: dt.datetime, end: dt.datetime, cats: list[str] | None, platform: str | None,
-               unit: str, alpha: float) -> tuple[Any, Any, Any, list[Any]]:
+               unit: str, alpha: float, fdr: bool = False) -> tuple[Any, Any, Any, list[Any]]:
     try:
         from gis import hotspots
 
@@ -340,7 +344,8 @@ def hot_layers(c: _Ctx, start: dt.datetime, end: dt.datetime, cats: list[str] | 
             density = hotspots.cell_density(c.engine, start, end, **kw)
         else:
             density = hotspots.hex_density(c.engine, start, end, **kw)
-        gi = hotspots.getis_ord(c.engine, start, end, unit=unit, alpha=alpha, **kw)  # type: ignore[arg-type]
+        gi = hotspots.getis_ord(c.engine, start, end, unit=unit, alpha=alpha,  # type: ignore[arg-type]
+                                correction="fdr" if fdr else "none", **kw)
         places = hotspots.recurring_places(c.engine, start, end, **kw)
     except (ImportError, NotImplementedError):
         return EMPTY_FC, EMPTY_FC, EMPTY_FC, [html.Div(t("hotspots_unavailable", c.lang), className="muted")]
@@ -352,7 +357,8 @@ def hot_layers(c: _Ctx, start: dt.datetime, end: dt.datetime, cats: list[str] | 
         for p in places if p.get("lon") is not None]}
     shown = ("hot_99", "hot_95", "hot_90", "cold_90", "cold_95", "cold_99")
     level = {0.01: "99", 0.05: "95", 0.1: "90"}.get(alpha, "95")
-    leg = [html.Div(f"{t('layer_gi', c.lang)} · {t('significance', c.lang)} α = {alpha}", className="legend-title")]
+    leg = [html.Div(f"{t('layer_gi', c.lang)} · {t('significance', c.lang)} α = {alpha}"
+                    + (f" · {t('fdr', c.lang)}" if fdr else ""), className="legend-title")]
     leg += [html.Div([html.Span(className="swatch", style={"background": GI_COLOURS[k]}), t(k, c.lang)],
                      className="legend-row") for k in shown if int(k[-2:]) >= int(level)]
     leg += [html.Div([html.Span(className="swatch ring"), t("layer_recurring", c.lang)], className="legend-row")]
@@ -597,12 +603,12 @@ def build(app: FastAPI) -> Dash:
                        Output("hot-ranking", "children"),
                        Input("hot-window", "value"), Input("hot-range", "start_date"), Input("hot-range", "end_date"),
                        Input("hot-category", "value"), Input("hot-platform", "value"), Input("hot-unit", "value"),
-                       Input("hot-alpha", "value"))
+                       Input("hot-alpha", "value"), Input("hot-fdr", "value"))
     async def hot(window: str, sd: str | None, ed: str | None, cats: list[str] | None, platform: str | None,
-                  unit: str, alpha: float) -> Any:
+                  unit: str, alpha: float, fdr: list[str] | None) -> Any:
         c = _Ctx()
         start, end = _hot_window(window, sd, ed)
-        density, gi, rec, leg = await run(hot_layers, c, start, end, cats, platform, unit, alpha)
+        density, gi, rec, leg = await run(hot_layers, c, start, end, cats, platform, unit, alpha, "fdr" in (fdr or []))
         stats = await run(data.village_stats, c.engine, c.actor, start, end)
         hide = {"max": density.pop("hideout_max", 1) if isinstance(density, dict) else 1}
         return density, hide, gi, rec, leg, ranking_table(c, stats)

@@ -82,6 +82,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "layer_gi": ("热点/冷点 (Getis-Ord Gi*)", "Hot and cold spots (Getis-Ord Gi*)"),
     "layer_recurring": ("反复发生的问题点位", "Recurring-problem places"),
     "significance": ("显著性水平", "Significance level"),
+    "fdr": ("多重检验校正 (FDR)", "Multiple-testing correction (FDR)"),
     "hot_99": ("热点 99%", "Hot spot 99%"),
     "hot_95": ("热点 95%", "Hot spot 95%"),
     "hot_90": ("热点 90%", "Hot spot 90%"),

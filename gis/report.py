@@ -42,6 +42,7 @@ TEXT: dict[str, dict[str, str]] = {
         "layer_recurring": "重复发生点位", "layer_villages": "村社边界",
         "legend_gi": "Getis-Ord Gi* 热点分析",
         "legend_method": "置换检验 {perm} 次，单侧伪 p 值，显著性水平 α = {alpha}",
+        "legend_fdr": "Gi* z 值的正态 p 值经 Benjamini–Hochberg 多重检验校正 (FDR)，显著性水平 α = {alpha}",
         "hot_99": "热点 99% 置信", "hot_95": "热点 95% 置信", "hot_90": "热点 90% 置信",
         "cold_99": "冷点 99% 置信", "cold_95": "冷点 95% 置信", "cold_90": "冷点 90% 置信", "none": "不显著",
         "legend_density": "事件数（每六边形，边长 {size} 米）", "legend_cells": "事件数（每网格）",
@@ -64,6 +65,8 @@ TEXT: dict[str, dict[str, str]] = {
         "layer_villages": "Village boundaries",
         "legend_gi": "Getis-Ord Gi* hotspot analysis",
         "legend_method": "{perm} permutations, one-sided pseudo p-value, significance level α = {alpha}",
+        "legend_fdr": "normal p-values of the Gi* z-scores, Benjamini–Hochberg corrected for multiple testing "
+                      "(FDR), significance level α = {alpha}",
         "hot_99": "Hot spot, 99% confidence", "hot_95": "Hot spot, 95% confidence",
         "hot_90": "Hot spot, 90% confidence", "cold_99": "Cold spot, 99% confidence",
         "cold_95": "Cold spot, 95% confidence", "cold_90": "Cold spot, 90% confidence",
@@ -272,13 +275,14 @@ def _gi_legend(tx: dict[str, str], gi: dict[str, Any]) -> list[tuple[str, str, b
 
 def hotspots_report(engine: Engine, start: dt.datetime, end: dt.datetime, *, lang: str = "zh",
                     actor: Actor | None = None, size_m: float = 250, alpha: float = 0.05, radius_m: float = 50,
-                    min_count: int = 3, now: dt.datetime | None = None) -> str:
+                    min_count: int = 3, now: dt.datetime | None = None, correction: str = "none") -> str:
     """The hotspot report of the scope (district when actor is None) for [start, end), as one HTML document."""
     tx = _t(lang)
     now = (now or dt.datetime.now(TZ)).astimezone(TZ)
     area = hotspots.area_bounds(engine, actor)
     stats = hotspots.village_stats(engine, start, end, actor=actor, now=now)
-    gi = hotspots.getis_ord(engine, start, end, unit="hex", size_m=size_m, alpha=alpha, actor=actor)
+    gi = hotspots.getis_ord(engine, start, end, unit="hex", size_m=size_m, alpha=alpha, actor=actor,
+                            correction="fdr" if correction == "fdr" else "none")
     density = hotspots.hex_density(engine, start, end, size_m=size_m, actor=actor)
     recurring = hotspots.recurring_places(engine, start, end, radius_m=radius_m, min_count=min_count, actor=actor)
     cats = hotspots.category_breakdown(engine, start, end, actor=actor)
@@ -286,6 +290,12 @@ def hotspots_report(engine: Engine, start: dt.datetime, end: dt.datetime, *, lan
     title = tx["title_hotspots"].format(area=area["name"])
     return _render(tx, lang, title, area, stats, gi, density, recurring, cats, outlines, start, end, now,
                    size_m, radius_m, min_count)
+
+
+def _method(tx: dict[str, str], gi: dict[str, Any]) -> str:
+    """How the hot and cold spots were judged (the legend's and the head's line)."""
+    key = "legend_fdr" if gi.get("correction") == "fdr" else "legend_method"
+    return tx[key].format(perm=gi["permutations"], alpha=f"{gi['alpha']:g}")
 
 
 def village_report(engine: Engine, village: str, start: dt.datetime, end: dt.datetime, *, lang: str = "zh",
@@ -328,7 +338,7 @@ def _render(tx: dict[str, str], lang: str, title: str, area: dict[str, Any], sta
         legend_items.append((tx["legend_cells"], [(c, label, False) for c, label in _density_breaks(top)]))
     legend_items.append((tx["layer_recurring"], [(RECURRING_COLOUR, tx["legend_recurring"].format(
         radius=f"{radius_m:g}", min=min_count), True)]))
-    legend = _legend(legend_items, tx["legend_method"].format(perm=gi["permutations"], alpha=f"{gi['alpha']:g}"))
+    legend = _legend(legend_items, _method(tx, gi))
 
     total = sum(s["events"] for s in stats)
     previous = sum(s["previous"] for s in stats)
@@ -336,7 +346,7 @@ def _render(tx: dict[str, str], lang: str, title: str, area: dict[str, Any], sta
     cold = sum(v for k, v in gi["counts"].items() if k.startswith("cold"))
     summary = tx["summary"].format(total=f"{total:,}", previous=f"{previous:,}", hot=hot, cold=cold,
                                    recurring=len(recurring))
-    method = tx["legend_method"].format(perm=gi["permutations"], alpha=f"{gi['alpha']:g}")
+    method = _method(tx, gi)
     head = (f'<div class="wg-head"><h1>{html.escape(title)}</h1>'
             f"<p>{html.escape(tx['period'].format(start=_fmt_period_end(start), end=_fmt_period_end(end)))}</p>"
             f"<p>{html.escape(tx['generated'].format(now=_fmt_time(now)))}</p>"

@@ -154,6 +154,19 @@ def test_each_page_renders_without_console_errors_or_failed_requests(site: Site,
     assert page.locator(".event-timeline tbody tr").count() >= 1
 
 
+def test_the_hotspot_map_can_be_corrected_for_multiple_testing(site: Site, centre_page: tuple[Page, Watch]) -> None:
+    page, watch = centre_page
+    page.goto(f"{site.url}/dashboard/hotspots")
+    page.wait_for_selector("#hot-ranking table", state="attached", timeout=15_000)
+    title = page.locator("#hot-legend .legend-title")
+    title.wait_for(timeout=15_000)
+    assert "FDR" not in title.inner_text()
+    page.get_by_text("多重检验校正 (FDR)").click()
+    page.wait_for_function("document.querySelector('#hot-legend .legend-title').innerText.includes('FDR')",
+                           timeout=15_000)
+    assert watch.errors == []
+
+
 def test_the_wall_shows_a_newly_posted_event_within_two_seconds(site: Site,
                                                                centre_page: tuple[Page, Watch]) -> None:
     page, watch = centre_page

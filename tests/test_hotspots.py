@@ -309,3 +309,62 @@ def test_wall_figures_by_hand(stats_db: tuple[Engine, str, str]) -> None:
     assert leader["totals"]["received"] == 1 and leader["platforms"] == {"market": 1}
     village = data.wall_figures(engine, Actor("vl", "grid_leader", a), now=NOW)
     assert [r["code"] for r in village["villages"]] == [a] and village["totals"]["open"] == 3
+
+
+def test_fdr_adjusted_p_values_by_hand() -> None:
+    # Sorted: 0.01, 0.03, 0.04, 0.2 → n·p/rank: 0.04, 0.06, 0.0533, 0.2 → the least from each rank on.
+    q = hotspots.fdr_adjust(np.array([0.01, 0.04, 0.03, 0.2]))
+    assert np.allclose(q, [0.04, 0.16 / 3, 0.16 / 3, 0.2])
+    assert hotspots.fdr_adjust(np.array([0.5, 0.9])).tolist() == [0.9, 0.9]
+
+
+def test_with_the_fdr_correction_the_cluster_stays_hot_and_chance_spots_go(town: Town) -> None:
+    """Corrected for testing every hexagon at once: the tight cluster is still a hot spot, and fewer units are
+    marked than their uncorrected p-values would mark (q is never below p)."""
+    from scipy.stats import norm
+
+    plain = hotspots.getis_ord(town.engine, START, END, unit="hex", size_m=250)
+    fdr = hotspots.getis_ord(town.engine, START, END, unit="hex", size_m=250, correction="fdr")
+    assert fdr["correction"] == "fdr" and plain["correction"] == "none"
+    assert "q" not in plain["features"][0]["properties"]
+    hot = next(f["properties"] for f in fdr["features"]
+               if shapely.geometry.shape(f["geometry"]).contains(shapely.Point(*town.hot_point)))
+    assert hot["class"].startswith("hot_") and hot["q"] <= 0.05
+    props = [f["properties"] for f in fdr["features"]]
+    raw = norm.sf(np.abs([pr["gi_z"] for pr in props]))
+    assert all(pr["q"] >= r - 1e-4 for pr, r in zip(props, raw, strict=True))
+    marked = sum(v for k, v in fdr["counts"].items() if k != "none")
+    assert 1 <= marked < int((raw <= 0.05).sum())
+    assert all((pr["class"] != "none") == (pr["q"] <= 0.05 and pr["gi_z"] != 0) for pr in props)
+
+
+def _hex_patch(n: int) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    keys = [(i, j) for i in range(n) for j in range(n)]
+    index = {k: m for m, k in enumerate(keys)}
+    return keys, [[index[x] for x in hotspots._hex_neighbours(i, j) if x in index] for i, j in keys]
+
+
+def test_a_quiet_period_has_no_cold_spots_and_a_hole_in_a_busy_area_is_one() -> None:
+    """Empty units among empty neighbours tie with every permutation draw: not a cold spot (they were all
+    'cold 99 %' when ties counted as larger only — a quiet month showed the whole town blue)."""
+    keys, neighbours = _hex_patch(20)
+    index = {k: m for m, k in enumerate(keys)}
+
+    def classes(y: np.ndarray) -> dict[str, int]:
+        z, p = hotspots._gi_star(y, neighbours, 999, 12345)
+        out: dict[str, int] = {}
+        for a, b in zip(z, p, strict=True):
+            c = hotspots._classify(float(a), float(b), 0.05)
+            out[c] = out.get(c, 0) + 1
+        return out
+
+    one = np.zeros(len(keys))
+    one[index[(10, 10)]] = 1
+    assert not any(c.startswith("cold") for c in classes(one))
+    busy = np.random.default_rng(1).poisson(5, len(keys)).astype(float)
+    hole = [index[(i, j)] for i in range(3, 8) for j in range(3, 8)]
+    busy[hole] = 0
+    z, p = hotspots._gi_star(busy, neighbours, 999, 12345)
+    centre = index[(5, 5)]
+    assert hotspots._classify(float(z[centre]), float(p[centre]), 0.05) == "cold_99"
+    assert sum(v for c, v in classes(busy).items() if c.startswith("cold")) >= 9

@@ -135,6 +135,12 @@ def test_cli_writes_reports_and_refuses_bad_input_in_one_line(town: tuple[str, E
     doc = out.read_text(encoding="utf-8")
     assert_offline(doc)
     assert "incident hotspot report" in doc and "50 incidents received" in doc
+    assert "permutations, one-sided pseudo p-value" in doc and "Benjamini" not in doc
+    fdr = tmp_path / "hotspots-fdr.html"
+    ok = wangge(url, "report", "hotspots", "--from", "2026-06-01", "--to", "2026-07-01", "--out", str(fdr),
+                "--lang", "en", "--fdr")
+    assert ok.returncode == 0, ok.stderr
+    assert "Benjamini–Hochberg corrected for multiple testing" in fdr.read_text(encoding="utf-8")
     vout = tmp_path / "village.html"
     ok = wangge(url, "report", "village", village, "--from", "2026-06-01", "--to", "2026-07-01", "--out", str(vout))
     assert ok.returncode == 0, ok.stderr
