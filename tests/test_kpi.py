@@ -40,7 +40,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
-from gis import accounts, db
+from gis import accounts, db, kpi
 from gis.intake import TZ, Report
 from gis.workflow import Actor
 from tests.conftest import create_database
@@ -235,6 +235,29 @@ def test_kpi_by_worker(world: World) -> None:
     assert {r["key"]: r["name"] for r in rows} == {k: f["names"][k] for k in workers(f)}
 
 
+def test_on_time_rate_over_the_cases_due(world: World) -> None:
+    """按期办结率 over 应办结 cases: closed ones and open ones past their deadline by the end of the week (rejected
+    aside) — K4, K7 and K8, left open past their deadlines, count against it; over closures they did not count.
+    V1: K0, K1, K3 on time of K0-K4 → 3/5; V2: K6 of K6-K8 → 1/3."""
+    f = world.fixture  # type: ignore[attr-defined]
+
+    def rates(by: str) -> dict[Any, tuple[int, float | None]]:
+        return {r["key"]: (r["due"], r["on_time_rate_due"]) for r in _kpi(world, by)}
+
+    assert rates("village") == {f["v1"]: (5, 0.6), f["v2"]: (3, 0.3333)}
+    assert rates("platform") == {"enforcement": (3, 0.3333), "governance": (1, 1.0), "market": (1, 1.0),
+                                 "services": (3, 0.3333)}
+    assert rates("unit") == {"district_justice_bureau": (1, 1.0), "enforcement_squad": (1, 0.0),
+                             "env_enforcement_squad": (1, 1.0), "market_supervision_office": (1, 1.0),
+                             "urban_management_office": (1, 0.0), "village_committee": (1, 1.0), None: (2, 0.0)}
+    assert rates("worker") == {f["wa"]: (4, 0.75), f["wb"]: (1, 0.0), f["wc"]: (3, 0.3333)}
+    # K4 (received Tue 09:00, still open) falls due Wed 09:00: not yet for a period ending Wed 08:00, then yes.
+    early = {"from": WEEK["from"], "to": "2026-03-04T08:00:00+08:00"}
+    late = {"from": WEEK["from"], "to": "2026-03-04T10:00:00+08:00"}
+    due = lambda p: {r["key"]: r["due"] for r in _kpi(world, "village", **p)}[f["v1"]]  # noqa: E731
+    assert due(late) == due(early) + 1
+
+
 def test_the_period_is_local_time_and_end_exclusive(world: World) -> None:
     """K0 (Mon 07:00 in Ningbo = Sun 23:00 UTC) is in the week; X2 (Mon 9 March 07:00) and X1 are not — also when
     the period is given with explicit offsets."""
@@ -263,14 +286,15 @@ def test_csv_export_has_the_same_numbers(world: World) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
         assert f'filename="kpi-{by}-20260302-20260309.csv"' in r.headers["content-disposition"]
         table = list(csv.DictReader(io.StringIO(r.text)))
-        assert list(table[0]) == ["key", "name", *FIELDS]
+        columns = list(kpi.FIELDS[2:])
+        assert list(table[0]) == ["key", "name", *columns] and set(FIELDS) < set(columns)
 
         def parse(v: str, k: str) -> Any:
             if v == "":
                 return None
-            return int(v) if k in ("received", "accepted", "closed", "overdue", "merged_reports") else float(v)
+            return int(v) if k in ("received", "accepted", "closed", "due", "overdue", "merged_reports") else float(v)
 
-        from_csv = [{"key": d["key"] or None, "name": d["name"] or None, **{k: parse(d[k], k) for k in FIELDS}}
+        from_csv = [{"key": d["key"] or None, "name": d["name"] or None, **{k: parse(d[k], k) for k in columns}}
                     for d in table]
         assert from_csv == _kpi(world, by), by
 
