@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
@@ -25,6 +25,7 @@ from gis.eventlog import CHANNEL
 from gis.workflow import Actor
 
 router = APIRouter(prefix="/api/v1", tags=["feed"])
+HEARTBEAT_S = 15.0
 
 
 class Feed:
@@ -67,6 +68,33 @@ class Feed:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, ids)
 
+    def sse(self, request: Request, rows_for: Callable[[list[int]], list[dict[str, Any]]], *,
+            newest: int | None = None, retry_ms: int | None = None) -> StreamingResponse:
+        """A server-sent event stream for one subscriber (the API's feed and the wall's): `event: change` with
+        rows_for(the changed ids) — a burst that queued up meanwhile comes as one message, of its `newest` ids at
+        most (then a message even without rows: the rest only tells the client to refresh) — and a heartbeat
+        comment every HEARTBEAT_S seconds."""
+
+        async def stream() -> AsyncIterator[str]:
+            with self.subscribe() as queue:
+                yield (f"retry: {retry_ms}\n" if retry_ms else "") + ": connected\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        ids = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_S)
+                    except TimeoutError:
+                        yield ": heartbeat\n\n"
+                        continue
+                    burst = set(ids)
+                    while not queue.empty():
+                        burst.update(queue.get_nowait())
+                    shown = sorted(burst, reverse=True)[:newest] if newest else sorted(burst)
+                    rows = await asyncio.to_thread(rows_for, shown)
+                    if rows or len(burst) > len(shown):
+                        yield f"event: change\ndata: {json.dumps(rows, ensure_ascii=False, default=str)}\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     @contextlib.contextmanager
     def subscribe(self) -> Any:
         item = (asyncio.get_running_loop(), asyncio.Queue[list[int]](maxsize=1000))
@@ -92,20 +120,6 @@ def _visible(engine: Engine, actor: Actor, ids: list[int]) -> list[dict[str, Any
 @router.get("/feed")
 async def feed(request: Request, actor: ActorDep) -> StreamingResponse:
     """Server-sent events: `event: change` with the changed events in your scope, and a heartbeat every 15 s."""
+    engine = request.app.state.engine
     hub: Feed = request.app.state.feed
-
-    async def stream() -> AsyncIterator[str]:
-        with hub.subscribe() as queue:
-            yield ": connected\n\n"
-            while not await request.is_disconnected():
-                try:
-                    ids = await asyncio.wait_for(queue.get(), timeout=15)
-                except TimeoutError:
-                    yield ": heartbeat\n\n"
-                    continue
-                rows = await asyncio.to_thread(_visible, request.app.state.engine, actor, ids)
-                if rows:
-                    yield f"event: change\ndata: {json.dumps(rows, ensure_ascii=False)}\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return hub.sse(request, lambda ids: _visible(engine, actor, ids))

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
-import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +16,7 @@ from urllib.parse import quote
 import jwt
 from dash.backends._fastapi import reset_current_request, set_current_request
 from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from starlette.middleware.gzip import GZipMiddleware
@@ -162,27 +161,9 @@ def build_router(index_html: Callable[[], str]) -> APIRouter:
             return [{k: r[k] for k in ("id", "status", "lon", "lat", "new")}
                     | {"entry": ticker.entry(r, lang, taxonomy)} for r in rows]
 
-        async def stream() -> AsyncIterator[str]:
-            with hub.subscribe() as queue:
-                yield "retry: 2000\n: connected\n\n"
-                while not await request.is_disconnected():
-                    try:
-                        ids = await asyncio.wait_for(queue.get(), timeout=15)
-                    except TimeoutError:
-                        yield ": heartbeat\n\n"
-                        continue
-                    burst = set(ids)
-                    while not queue.empty():  # coalesce a burst into one message
-                        burst.update(queue.get_nowait())
-                    # A mass update (a supervision sweep marking thousands overdue) must not flood the wall: the
-                    # newest cases are what the ticker and the markers show; the rest only triggers a refresh.
-                    newest = sorted(burst, reverse=True)[:FEED_DETAIL]
-                    rows = await asyncio.to_thread(rows_for, newest)
-                    if rows or len(burst) > len(newest):
-                        yield f"event: change\ndata: {json.dumps(rows, default=str)}\n\n"
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        # A mass update (a supervision sweep marking thousands overdue) must not flood the wall: the newest cases
+        # are what the ticker and the markers show; the rest only triggers a refresh.
+        return hub.sse(request, rows_for, newest=FEED_DETAIL, retry_ms=2000)
 
     @router.get("/villages.csv")
     def villages_csv(request: Request, days: int = 30) -> Response:
