@@ -404,7 +404,7 @@ def drill_down(c: _Ctx, village: str, start: dt.datetime, end: dt.datetime) -> l
 # -- villages ----------------------------------------------------------------------------------------------------
 
 VILLAGE_SORT = ("name", "events", "per_km2", "per_1000", "open", "in_progress", "overdue", "closed_today",
-                "on_time_rate", "closure_rate")
+                "on_time_rate", "on_time_rate_due", "closure_rate")
 
 
 def villages_page(c: _Ctx) -> Any:
@@ -429,7 +429,8 @@ def village_rows(c: _Ctx, window: str, sort: dict[str, Any]) -> Any:
               reverse=bool(sort.get("desc")))
     labels = {"name": "col_village", "events": "col_events", "per_km2": "col_per_km2", "per_1000": "col_per_1000",
               "open": "col_open", "in_progress": "col_in_progress", "overdue": "col_overdue",
-              "closed_today": "col_closed_today", "on_time_rate": "col_on_time", "closure_rate": "col_closure"}
+              "closed_today": "col_closed_today", "on_time_rate": "col_on_time", "on_time_rate_due": "col_on_time_due",
+              "closure_rate": "col_closure"}
     head = [html.Th(html.Button(t(labels[k], c.lang) + (" ▼" if k == col and sort.get("desc") else
                                                         " ▲" if k == col else ""),
                                 id={"type": "vil-sort", "col": k}, className="link")) for k in VILLAGE_SORT]
@@ -439,7 +440,7 @@ def village_rows(c: _Ctx, window: str, sort: dict[str, Any]) -> Any:
         cells = []
         for k in VILLAGE_SORT:
             v = r.get(k)
-            txt = (i18n.fmt_pct(v, c.lang) if k in ("on_time_rate", "closure_rate") else
+            txt = (i18n.fmt_pct(v, c.lang) if k in ("on_time_rate", "on_time_rate_due", "closure_rate") else
                    i18n.fmt_num(v, c.lang) if k.startswith("per_") else v if k == "name" else i18n.fmt_int(v, c.lang))
             cells.append(html.Td(txt, className="bad" if k == "overdue" and v else ""))
         cells.append(html.Td(dcc.Link(t("open_map", c.lang), href=f"{PREFIX}/hotspots?village={r['code']}")))

@@ -56,6 +56,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "col_per_km2": ("每km²", "per km²"),
     "col_per_1000": ("每千人", "per 1,000"),
     "col_on_time": ("按期率", "On time"),
+    "col_on_time_due": ("按期办结率", "On time of due"),
     "col_trend": ("趋势", "Trend"),
     "col_population": ("人口", "Population"),
     "col_area": ("面积(km²)", "Area (km²)"),

@@ -247,6 +247,7 @@ def test_villages_csv_export_follows_the_scope(site: Site) -> None:
     assert csv.status_code == 200
     lines = csv.text.lstrip("\ufeff").strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith(site.village)
+    assert lines[0].split(",")[-2:] == ["结案率", "按期办结率"]  # the evaluation indicators of the village
 
 
 def test_scripts_come_compressed_and_the_same_for_every_browser(site: Site) -> None:
