@@ -436,7 +436,7 @@ class _EventText:
                 cell.get("code"), cell.get("name"), worker.get("id"), worker.get("name"), (village or {}).get("code"),
                 (res["township"] or {}).get("code"), (res["district"] or {}).get("code")))
         found = loc.result or {}
-        geom = "\\N" if loc.lon is None else f"SRID=4490;POINT({loc.lon!r} {loc.lat!r})"
+        geom = _ewkt(loc) or "\\N"  # nothing in it for COPY to escape
         ts, deadline = t.isoformat(), _text(res["deadline"])
         return (f"{eid}\t{r.source}\t{_text(r.external_id)}\t{_text(r.idempotency_key)}\t{route}\t{geom}\t"
                 f"{loc.how}\t{_text(r.address)}\t{place}\t{'t' if found.get('snapped') else 'f'}\t"

@@ -15,7 +15,7 @@ import html
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import folium
 from sqlalchemy import Engine
@@ -275,14 +275,15 @@ def _gi_legend(tx: dict[str, str], gi: dict[str, Any]) -> list[tuple[str, str, b
 
 def hotspots_report(engine: Engine, start: dt.datetime, end: dt.datetime, *, lang: str = "zh",
                     actor: Actor | None = None, size_m: float = 250, alpha: float = 0.05, radius_m: float = 50,
-                    min_count: int = 3, now: dt.datetime | None = None, correction: str = "none") -> str:
+                    min_count: int = 3, now: dt.datetime | None = None,
+                    correction: Literal["none", "fdr"] = "none") -> str:
     """The hotspot report of the scope (district when actor is None) for [start, end), as one HTML document."""
     tx = _t(lang)
     now = (now or dt.datetime.now(TZ)).astimezone(TZ)
     area = hotspots.area_bounds(engine, actor)
     stats = hotspots.village_stats(engine, start, end, actor=actor, now=now)
     gi = hotspots.getis_ord(engine, start, end, unit="hex", size_m=size_m, alpha=alpha, actor=actor,
-                            correction="fdr" if correction == "fdr" else "none")
+                            correction=correction)
     density = hotspots.hex_density(engine, start, end, size_m=size_m, actor=actor)
     recurring = hotspots.recurring_places(engine, start, end, radius_m=radius_m, min_count=min_count, actor=actor)
     cats = hotspots.category_breakdown(engine, start, end, actor=actor)
