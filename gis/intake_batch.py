@@ -152,8 +152,14 @@ class Batch:
         to `d`."""
         occurred = [(r.occurred_at or self.now).astimezone(self.tz) for r in reports]
         mx, my = self._metric([None if loc.lon is None else (loc.lon, loc.lat) for loc in located])  # type: ignore[misc]
-        can_merge = {k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None}
         index, now = d.index, self.now
+        mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
+        alone = index.alone([str(reports[k].category) for k in mergeable], [reports[k].device_id for k in mergeable],
+                            np.array([mx[k] for k in mergeable]), np.array([my[k] for k in mergeable]),
+                            np.fromiter((occurred[k].timestamp() for k in mergeable), dtype=float,
+                                        count=len(mergeable)))
+        # Reports that may join a case or be joined go through the index; the others open a case each.
+        can_merge = {k for k, lone in zip(mergeable, alone.tolist(), strict=True) if not lone}
         seen_keys: dict[tuple[str, str], dict[str, Any]] = {}
         for k, (r, loc, t) in enumerate(zip(reports, located, occurred, strict=True)):
             given = r.external_id or r.idempotency_key
