@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from gis import db, intake_io
-from gis.intake import TZ, BatchInvalid, Report
+from gis.intake import KEYS_UNSEEN_ABOVE, TZ, BatchInvalid, Report
 from gis.intake_batch import COARSE_ABOVE, COPY_ABOVE, MAX_SLOT_LOCKS, SLOTS_PER_EPOCH
 from gis.intake_io import Plan, Send
 from tests.loop_helpers import World, world_in
@@ -327,6 +327,27 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
     assert got == expected
     assert [g[0]["description"] for g in got[:len(odd)]] == odd and got[-1][0]["status"] == "needs_location"
     assert got[-1][0]["reason"] and "outside every grid cell" in got[-1][0]["reason"]
+
+
+def test_a_large_batch_sent_again_finds_every_case_it_stored(world: World) -> None:
+    """A large batch does not look its keys up before writing: one stored before fails it at the keys' index and
+    it is decided again, looking. The answers are the same either way, and nothing is stored twice."""
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2025, 6, 1, 9, 0, tzinfo=TZ)
+    reports = [Report(source="sensor" if k % 2 else "citizen", category="noise",
+                      lon=world.point[0] + (k % 25) * 0.0009, lat=world.point[1] + (k // 25) * 0.0009 - 0.008,
+                      occurred_at=t0 + dt.timedelta(hours=k), external_id=f"again-{k}")
+               for k in range(KEYS_UNSEEN_ABOVE + 20)]
+    before = intake.ingest([reports[300]])[0]  # one of them came alone before
+    first = intake.ingest(reports)
+    assert [r["outcome"] for r in first].count("created") == len(reports) - 1
+    assert first[300]["outcome"] == "duplicate" and first[300]["id"] == before["id"]
+    again = intake.ingest(reports)
+    assert {r["outcome"] for r in again} == {"duplicate"}
+    assert [r["id"] for r in again] == [r["id"] for r in first]
+    assert [r["cell"] for r in again] == [r["cell"] for r in first]
+    assert _count(world, "SELECT count(*) FROM events WHERE external_id LIKE 'again-%'") == len(reports)
+    assert _count(world, "SELECT count(*) FROM intake_keys WHERE key LIKE 'again-%'") == len(reports)
 
 
 def test_batch_refuses_more_than_10000(world: World) -> None:
