@@ -241,34 +241,53 @@ class Batch:
         mergeable = [k for k, p in enumerate(points) if p is not None]
         if not mergeable:
             return None
-        occurred = [(reports[k].occurred_at or self.now).timestamp() for k in mergeable]
-        # One probe of ix_events_mergeable per report (category and a time window are selective; the box test is
-        # written so that it cannot pick the GiST index over all events, whose probes grow with the table);
-        # enable_seqscan is off in this transaction (see Intake.ingest) whatever stale statistics say.
+        occurred = np.fromiter(((reports[k].occurred_at or self.now).timestamp() for k in mergeable), dtype=float,
+                               count=len(mergeable))
+        cats = [str(reports[k].category) for k in mergeable]
+        x = np.fromiter((points[k][0] for k in mergeable), dtype=float, count=len(mergeable))  # type: ignore[index]
+        y = np.fromiter((points[k][1] for k in mergeable), dtype=float, count=len(mergeable))  # type: ignore[index]
+        pad, w = self.i.settings.merge_distance_m / 80_000.0, self.window.total_seconds()  # pad: degrees that
+        # surely cover the distance here
         cols = "e.id, e.category, e.device_id, ST_X(e.geom), ST_Y(e.geom), e.last_report_at, e.status, e.report_count"
+        # Probes of ix_events_mergeable (category, then a stretch of time, are selective; the box test is written so
+        # that it cannot pick the GiST index over all events, whose probes grow with the table); enable_seqscan is
+        # off in this transaction (see Intake.ingest) whatever stale statistics say. A small plan probes once per
+        # report, around its point; a large batch once per stretch of its reports of one category no more than
+        # two windows apart, in the box around them: each open case is read once, not once per report near it in
+        # time (measured per 10,000 reports of a time-ordered import: 24 → ~2 ms of the server's time).
+        if len(mergeable) <= COARSE_ABOVE:
+            stretches = (cats, occurred - w, occurred + w, x - pad, x + pad, y - pad, y + pad)
+        else:
+            codes: dict[str, int] = {}
+            code = np.fromiter((codes.setdefault(c, len(codes)) for c in cats), dtype=np.int64, count=len(cats))
+            order = np.lexsort((occurred, code))
+            code, t, xs, ys = code[order], occurred[order], x[order], y[order]
+            starts = np.flatnonzero(np.concatenate([[True], (np.diff(code) != 0) | (np.diff(t) > 2 * w)]))
+            ends = np.concatenate([starts[1:], [len(t)]]) - 1
+            names = list(codes)
+            stretches = ([names[c] for c in code[starts].tolist()], t[starts] - w, t[ends] + w,
+                         np.minimum.reduceat(xs, starts) - pad, np.maximum.reduceat(xs, starts) + pad,
+                         np.minimum.reduceat(ys, starts) - pad, np.maximum.reduceat(ys, starts) + pad)
+        c, lo, hi, x0, x1, y0, y1 = (v if isinstance(v, list) else v.tolist() for v in stretches)
         return (f"""
-            SELECT e.* FROM unnest(CAST(%(x)s AS float8[]), CAST(%(y)s AS float8[]), CAST(%(c)s AS text[]),
-                                   CAST(%(t)s AS float8[])) AS p(x, y, c, t)
+            SELECT e.* FROM unnest(CAST(%(c)s AS text[]), CAST(%(lo)s AS float8[]), CAST(%(hi)s AS float8[]),
+                                   CAST(%(x0)s AS float8[]), CAST(%(x1)s AS float8[]), CAST(%(y0)s AS float8[]),
+                                   CAST(%(y1)s AS float8[])) AS p(c, lo, hi, x0, x1, y0, y1)
             CROSS JOIN LATERAL (
                 SELECT {cols} FROM events e
                 WHERE e.category = p.c
-                  AND ST_X(e.geom) BETWEEN p.x - %(pad)s AND p.x + %(pad)s
-                  AND ST_Y(e.geom) BETWEEN p.y - %(pad)s AND p.y + %(pad)s
-                  AND e.last_report_at BETWEEN to_timestamp(p.t) - %(w)s AND to_timestamp(p.t) + %(w)s
+                  AND ST_X(e.geom) BETWEEN p.x0 AND p.x1 AND ST_Y(e.geom) BETWEEN p.y0 AND p.y1
+                  AND e.last_report_at BETWEEN to_timestamp(p.lo) AND to_timestamp(p.hi)
                   AND {NOT_FINAL} OFFSET 0) e
             UNION
             SELECT {cols} FROM events e
             WHERE e.device_id = ANY(CAST(%(devices)s AS text[])) AND e.category = ANY(CAST(%(cats)s AS text[]))
               AND {NOT_FINAL} AND e.geom IS NOT NULL
             ORDER BY 1""", {
-            "cats": array_literal(sorted({str(reports[k].category) for k in mergeable})),
+            "cats": array_literal(sorted(set(cats))),
             "devices": array_literal(sorted({str(reports[k].device_id) for k in mergeable if reports[k].device_id})),
-            "x": array_literal([points[k][0] for k in mergeable]),  # type: ignore[index]
-            "y": array_literal([points[k][1] for k in mergeable]),  # type: ignore[index]
-            "c": array_literal([reports[k].category for k in mergeable]),
-            "t": array_literal(occurred),
-            "pad": self.i.settings.merge_distance_m / 80_000.0,  # degrees that surely cover the distance here
-            "w": self.window})
+            "c": array_literal(c), "lo": array_literal(lo), "hi": array_literal(hi), "x0": array_literal(x0),
+            "x1": array_literal(x1), "y0": array_literal(y0), "y1": array_literal(y1)})
 
     def _index(self, rows: list[Any]) -> MergeIndex:
         index = MergeIndex(self.i.settings.merge_distance_m, self.window)

@@ -350,6 +350,41 @@ def test_a_large_batch_sent_again_finds_every_case_it_stored(world: World) -> No
     assert _count(world, "SELECT count(*) FROM intake_keys WHERE key LIKE 'again-%'") == len(reports)
 
 
+def test_a_large_batch_merges_into_the_open_cases_it_meets(world: World) -> None:
+    """A large batch reads the open cases once per stretch of its reports' times (per category), a small plan once
+    per report: the same rule decides either way — same category, within the distance and the window, not
+    closed or rejected."""
+    intake = world.client.app.state.intake  # type: ignore[attr-defined]
+    t0 = dt.datetime(2025, 9, 1, 8, 0, tzinfo=TZ)
+    lon, lat = world.point
+
+    def at(k: int) -> tuple[float, float]:
+        return lon + 0.003 * k, lat + 0.004
+
+    old = [intake.ingest([Report(source="citizen", category="noise", lon=at(k)[0], lat=at(k)[1],
+                                 occurred_at=t0)])[0]["id"] for k in range(4)]
+    assert world.act("centre", old[1], "reject", reason="a prank").status_code == 200
+    near = 0.0002  # ~20 m east
+    special = [Report(source="sensor", category="noise", lon=at(0)[0] + near, lat=at(0)[1],
+                      occurred_at=t0 + dt.timedelta(minutes=10)),  # joins case 0
+               Report(source="sensor", category="noise", lon=at(1)[0] + near, lat=at(1)[1],
+                      occurred_at=t0 + dt.timedelta(minutes=10)),  # case 1 was rejected
+               Report(source="sensor", category="road_damage", lon=at(2)[0] + near, lat=at(2)[1],
+                      occurred_at=t0 + dt.timedelta(minutes=10)),  # another category
+               Report(source="sensor", category="noise", lon=at(3)[0] + near, lat=at(3)[1],
+                      occurred_at=t0 + dt.timedelta(hours=2))]  # out of the window
+    # and reports 90 m apart in a block south of them, 40 s apart: one stretch of time, nothing to join
+    scattered = [Report(source="citizen", category=("noise", "road_damage")[k % 2],
+                        lon=lon + (k % 25) * 0.0009, lat=lat - 0.002 - (k // 25) * 0.0009,
+                        occurred_at=t0 - dt.timedelta(minutes=20) + dt.timedelta(seconds=40 * k))
+                 for k in range(COARSE_ABOVE + 10)]
+    got = intake.ingest([*scattered[:300], *special, *scattered[300:]])
+    decided = got[300:304]
+    assert [r["outcome"] for r in decided] == ["merged", "created", "created", "created"]
+    assert decided[0]["id"] == old[0] and decided[0]["reports"] == 2
+    assert {r["outcome"] for r in got[:300] + got[304:]} == {"created"}
+
+
 def test_batch_refuses_more_than_10000(world: World) -> None:
     good = {"source": "hotline", "category": "road_damage", "lon": world.point[0], "lat": world.point[1]}
     r = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": [good] * 10_001})
