@@ -244,8 +244,8 @@ class Batch:
         occurred = np.fromiter(((reports[k].occurred_at or self.now).timestamp() for k in mergeable), dtype=float,
                                count=len(mergeable))
         cats = [str(reports[k].category) for k in mergeable]
-        x = np.fromiter((points[k][0] for k in mergeable), dtype=float, count=len(mergeable))  # type: ignore[index]
-        y = np.fromiter((points[k][1] for k in mergeable), dtype=float, count=len(mergeable))  # type: ignore[index]
+        x = np.fromiter((points[k][0] for k in mergeable), dtype=np.float64, count=len(mergeable))  # type: ignore[index]
+        y = np.fromiter((points[k][1] for k in mergeable), dtype=np.float64, count=len(mergeable))  # type: ignore[index]
         pad, w = self.i.settings.merge_distance_m / 80_000.0, self.window.total_seconds()  # pad: degrees that
         # surely cover the distance here
         cols = "e.id, e.category, e.device_id, ST_X(e.geom), ST_Y(e.geom), e.last_report_at, e.status, e.report_count"
