@@ -62,3 +62,7 @@ def test_scattered_reports_are_alone_and_neighbours_are_not() -> None:
     # two noise reports 42 m and 10 minutes apart; one far away; a fire report near the open fire case; a fire
     # report at its place two hours later (outside the window); a device's alarm (its device may have a case)
     assert got.tolist() == [False, False, True, False, True, False]
+    # exactly the distance and the window apart is still within them
+    edge = index.alone(["litter", "litter"], [None, None], np.array([3_000.0, 3_000.0 + DISTANCE]),
+                       np.array([0.0, 0.0]), np.array([t, t + WINDOW.total_seconds()]))
+    assert edge.tolist() == [False, False]
