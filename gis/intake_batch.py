@@ -444,6 +444,7 @@ class _EventText:
         self.now = now.isoformat()
         self.routes: dict[tuple[Any, ...], str] = {}
         self.places: dict[tuple[Any, ...], str] = {}
+        self._keep: list[Any] = []
 
     def line(self, eid: int, r: Report, loc: Located, res: dict[str, Any], t: dt.datetime, now: dt.datetime) -> str:
         rk = (r.category, res["grade"], res["status"], res["deadline"])
@@ -453,21 +454,30 @@ class _EventText:
                 _text(r.category), str(res["grade"]), _text(res["platform"]), _text(res["status"]),
                 _text(res["level"]), _text(res["unit"])))
         cell, worker, village = res["cell"], res["worker"], res["village"]
-        pk = (cell and cell["code"], worker and worker["id"], village and village["code"])
+        # A place's dicts are shared by the answers of its reports (gis.locate.to_results): known by identity.
+        pk = (id(cell), id(worker), id(village), id(res["township"]))
         place = self.places.get(pk)
         if place is None:
             cell, worker = cell or {}, worker or {}
             place = self.places[pk] = "\t".join(_text(v) for v in (
                 cell.get("code"), cell.get("name"), worker.get("id"), worker.get("name"), (village or {}).get("code"),
                 (res["township"] or {}).get("code"), (res["district"] or {}).get("code")))
+            self._keep.append(res)  # the dicts whose identities key the places stay alive
         found = loc.result or {}
-        geom = _ewkt(loc) or "\\N"  # nothing in it for COPY to escape
-        ts, deadline = t.isoformat(), _text(res["deadline"])
+        distance = found.get("distance_m")
+        geom = "\\N" if loc.lon is None else f"SRID=4490;POINT({loc.lon!r} {loc.lat!r})"  # nothing to escape
+        ts = t.isoformat()
+        if r.address is None and r.device_id is None and r.description is None and r.reporter_name is None \
+                and r.reporter_phone is None and loc.reason is None:  # most reports: one format, fewer calls
+            return (f"{eid}\t{r.source}\t{_text(r.external_id)}\t{_text(r.idempotency_key)}\t{route}\t{geom}\t"
+                    f"{loc.how}\t\\N\t{place}\t{'t' if found.get('snapped') else 'f'}\t"
+                    f"{repr(float(distance)) if distance else '0.0'}\t\\N\t\\N\t\\N\t\\N\t\\N\t{ts}\t"
+                    f"{self.now}\t{ts}\t{res['deadline']}\t{self.now}\t1\n")
         return (f"{eid}\t{r.source}\t{_text(r.external_id)}\t{_text(r.idempotency_key)}\t{route}\t{geom}\t"
                 f"{loc.how}\t{_text(r.address)}\t{place}\t{'t' if found.get('snapped') else 'f'}\t"
-                f"{float(found.get('distance_m') or 0.0)!r}\t{_text(loc.reason)}\t{_text(r.device_id)}\t"
+                f"{float(distance or 0.0)!r}\t{_text(loc.reason)}\t{_text(r.device_id)}\t"
                 f"{_text(r.description)}\t{_text(r.reporter_name)}\t{_text(r.reporter_phone)}\t{ts}\t{self.now}\t"
-                f"{ts}\t{deadline}\t{self.now}\t1\n")
+                f"{ts}\t{_text(res['deadline'])}\t{self.now}\t1\n")
 
 
 def _chunks(lines: Iterable[str], size: int = 200) -> Iterator[str]:

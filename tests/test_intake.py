@@ -304,17 +304,25 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
     def reports(tag: str) -> list[Report]:
         return [Report(source=("citizen", "hotline", "grid_worker")[k % 3], category=("noise", "road_damage")[k % 2],
                        lon=world.point[0] + (k % 12) * 0.0009, lat=world.point[1] + (k // 12) * 0.0009 - 0.004,
-                       occurred_at=t0 + dt.timedelta(hours=k), description=odd[k % len(odd)],
-                       reporter_name=odd[(k + 1) % len(odd)], reporter_phone=f"1380000{k:04d}",
+                       occurred_at=t0 + dt.timedelta(hours=k), description=odd[k % len(odd)] if k % 4 else None,
+                       reporter_name=odd[(k + 1) % len(odd)] if k % 4 else None,
+                       reporter_phone=f"1380000{k:04d}" if k % 4 else None,
                        external_id=f"{tag}-{odd[k % len(odd)]}-{k}") for k in range(COPY_ABOVE + 50)]
-        # (plus one 20 km outside the town: needs_location with its reason)
+        # (every fourth with nothing but its place, time and key: the common case, formatted on its own)
 
-    large = intake.ingest([*reports("large"), Report(source="citizen", category="noise", lon=world.point[0] + 0.2,
-                                                      lat=world.point[1], occurred_at=t0, description="far")])
+    with db.engine_for(world.url).connect() as conn:  # a point 20 m outside the grid: snapped to its nearest cell
+        edge = conn.execute(text("""
+            SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(ST_PointN(ST_ExteriorRing(ST_GeometryN(ST_Buffer(
+                ST_Transform(ST_Union(geom), 4550), 20), 1)), 1), 4490) AS p
+                FROM cells WHERE valid_to IS NULL) q""")).one()
+    # plus one at the grid's edge (snapped) and one 20 km outside the town (needs_location with its reason)
+    extra = [Report(source="citizen", category="noise", lon=edge[0], lat=edge[1], occurred_at=t0),
+             Report(source="citizen", category="noise", lon=world.point[0] + 0.2, lat=world.point[1], occurred_at=t0,
+                    description="far")]
+    large = intake.ingest([*reports("large"), *extra])
     small = [res for k in range(0, COPY_ABOVE + 50, 50) for res in intake.ingest(reports("small")[k:k + 50])]
-    small += intake.ingest([Report(source="citizen", category="noise", lon=world.point[0] + 0.2, lat=world.point[1],
-                                   occurred_at=t0, description="far")])
-    assert len(large) == len(small) == COPY_ABOVE + 51 and {r["outcome"] for r in large} == {"created"}
+    small += intake.ingest(extra)
+    assert len(large) == len(small) == COPY_ABOVE + 52 and {r["outcome"] for r in large} == {"created"}
 
     def stored(results: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         with db.engine_for(world.url).connect() as conn:
@@ -325,7 +333,9 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
 
     got, expected = stored(large), stored(small)
     assert got == expected
-    assert [g[0]["description"] for g in got[:len(odd)]] == odd and got[-1][0]["status"] == "needs_location"
+    assert [g[0]["description"] for g in got[:len(odd)]] == [odd[k] if k % 4 else None for k in range(len(odd))]
+    assert got[-2][0]["snapped"] is True and 19 < got[-2][0]["distance_m"] < 21 and got[-2][0]["cell_code"]
+    assert got[-1][0]["status"] == "needs_location"
     assert got[-1][0]["reason"] and "outside every grid cell" in got[-1][0]["reason"]
 
 
