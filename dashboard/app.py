@@ -361,7 +361,8 @@ def hot_layers(c: _Ctx, start: dt.datetime, end: dt.datetime, cats: list[str] | 
                     + (f" · {t('fdr', c.lang)}" if fdr else ""), className="legend-title")]
     leg += [html.Div([html.Span(className="swatch", style={"background": GI_COLOURS[k]}), t(k, c.lang)],
                      className="legend-row") for k in shown if int(k[-2:]) >= int(level)]
-    leg += [html.Div([html.Span(className="swatch ring"), t("layer_recurring", c.lang)], className="legend-row")]
+    leg += [html.Div([html.Span(className="swatch ring"), t("layer_recurring", c.lang)], className="legend-row"),
+            html.Div(t("min_local", c.lang).format(n=gi.get("min_local")), className="muted")]
     density["hideout_max"] = top
     return _shift(c, density), _shift(c, gi), _shift(c, recurring), leg
 

@@ -43,6 +43,7 @@ TEXT: dict[str, dict[str, str]] = {
         "legend_gi": "Getis-Ord Gi* 热点分析",
         "legend_method": "置换检验 {perm} 次，单侧伪 p 值，显著性水平 α = {alpha}",
         "legend_fdr": "Gi* z 值的正态 p 值经 Benjamini–Hochberg 多重检验校正 (FDR)，显著性水平 α = {alpha}",
+        "legend_min_local": "；热点须其本身及相邻单元合计至少 {n} 件事件",
         "hot_99": "热点 99% 置信", "hot_95": "热点 95% 置信", "hot_90": "热点 90% 置信",
         "cold_99": "冷点 99% 置信", "cold_95": "冷点 95% 置信", "cold_90": "冷点 90% 置信", "none": "不显著",
         "legend_density": "事件数（每六边形，边长 {size} 米）", "legend_cells": "事件数（每网格）",
@@ -67,6 +68,7 @@ TEXT: dict[str, dict[str, str]] = {
         "legend_method": "{perm} permutations, one-sided pseudo p-value, significance level α = {alpha}",
         "legend_fdr": "normal p-values of the Gi* z-scores, Benjamini–Hochberg corrected for multiple testing "
                       "(FDR), significance level α = {alpha}",
+        "legend_min_local": "; a hot spot needs at least {n} incidents in it and its neighbours together",
         "hot_99": "Hot spot, 99% confidence", "hot_95": "Hot spot, 95% confidence",
         "hot_90": "Hot spot, 90% confidence", "cold_99": "Cold spot, 99% confidence",
         "cold_95": "Cold spot, 95% confidence", "cold_90": "Cold spot, 90% confidence",
@@ -296,7 +298,8 @@ def hotspots_report(engine: Engine, start: dt.datetime, end: dt.datetime, *, lan
 def _method(tx: dict[str, str], gi: dict[str, Any]) -> str:
     """How the hot and cold spots were judged (the legend's and the head's line)."""
     key = "legend_fdr" if gi.get("correction") == "fdr" else "legend_method"
-    return tx[key].format(perm=gi["permutations"], alpha=f"{gi['alpha']:g}")
+    return tx[key].format(perm=gi["permutations"], alpha=f"{gi['alpha']:g}") + tx["legend_min_local"].format(
+        n=gi["min_local"])
 
 
 def village_report(engine: Engine, village: str, start: dt.datetime, end: dt.datetime, *, lang: str = "zh",

@@ -161,6 +161,8 @@ def test_the_hotspot_map_can_be_corrected_for_multiple_testing(site: Site, centr
     title = page.locator("#hot-legend .legend-title")
     title.wait_for(timeout=15_000)
     assert "FDR" not in title.inner_text()
+    # and the legend says what a hot spot needs beyond significance
+    assert "热点须本单元及相邻单元合计至少 3 件事件" in page.locator("#hot-legend").inner_text()
     page.get_by_text("多重检验校正 (FDR)").click()
     page.wait_for_function("document.querySelector('#hot-legend .legend-title').innerText.includes('FDR')",
                            timeout=15_000)

@@ -335,7 +335,30 @@ def test_with_the_fdr_correction_the_cluster_stays_hot_and_chance_spots_go(town:
     assert all(pr["q"] >= r - 1e-4 for pr, r in zip(props, raw, strict=True))
     marked = sum(v for k, v in fdr["counts"].items() if k != "none")
     assert 1 <= marked < int((raw <= 0.05).sum())
-    assert all((pr["class"] != "none") == (pr["q"] <= 0.05 and pr["gi_z"] != 0) for pr in props)
+    assert all((pr["class"] != "none") == (pr["q"] <= 0.05 and pr["gi_z"] != 0
+                                           and not (pr["gi_z"] > 0 and pr["local"] < hotspots.MIN_LOCAL))
+               for pr in props)
+
+
+def test_a_single_report_in_a_quiet_period_makes_no_hot_spot(town: Town) -> None:
+    """One report among a town of empty hexagons is 'significant' for its unit and every neighbour; a hot spot
+    needs MIN_LOCAL events in its window, so a leader sees none — unless they ask for min_local=1."""
+    with town.engine.connect() as conn:
+        category, at = conn.execute(text("""SELECT category, received_at FROM events
+                                            WHERE received_at >= :s AND received_at < :e AND geom IS NOT NULL
+                                            GROUP BY 1, 2 HAVING count(*) = 1 ORDER BY 2 LIMIT 1"""),
+                                    {"s": START, "e": END}).one()
+    window = dict(unit="hex", size_m=250, categories=[category])
+    lone = hotspots.getis_ord(town.engine, at, at + dt.timedelta(microseconds=1), **window)  # type: ignore[arg-type]
+    assert lone["total"] == 1 and lone["min_local"] == hotspots.MIN_LOCAL
+    assert not [k for k, v in lone["counts"].items() if k.startswith("hot") and v]
+    assert max(f["properties"]["local"] for f in lone["features"]) == 1
+    raw = hotspots.getis_ord(town.engine, at, at + dt.timedelta(microseconds=1), min_local=1,
+                             **window)  # type: ignore[arg-type]
+    hot = [f["properties"] for f in raw["features"] if f["properties"]["class"].startswith("hot")]
+    assert 1 < len(hot) <= 7 and all(p["local"] == 1 for p in hot)  # the unit and its neighbours
+    with pytest.raises(ValueError, match="min_local"):
+        hotspots.getis_ord(town.engine, START, END, min_local=0)
 
 
 def _hex_patch(n: int) -> tuple[list[tuple[int, int]], list[list[int]]]:
