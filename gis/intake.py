@@ -162,7 +162,9 @@ class Intake:
             return []
         # Responsibility is judged at event time: each report is located among the cells and workers valid on
         # the day it occurred (one snapshot serves every day since the last boundary change).
-        days = [(r.occurred_at or now).astimezone(TZ).date() for r in reports]
+        stamps = np.fromiter(((r.occurred_at or now).timestamp() for r in reports), dtype=np.float64,
+                             count=len(reports))
+        days = local_days(stamps)
         known = self._known or self._load_known()
         confirmed = False  # whether this transaction has seen known.revision
         while True:
@@ -192,7 +194,8 @@ class Intake:
             found = {a: self.gazetteer(a) for a in addresses} if self.gazetteer else {}
             coords = self._coordinates(reports, known.devices, found)
             batch = Batch(self, now, villages, snaps[days[0]].metric_epsg)
-            yield Send([*batch.merge_locks(reports, coords), *self._probes(n, batch.candidates(reports, coords))],
+            yield Send([*batch.merge_locks(reports, coords, stamps),
+                        *self._probes(n, batch.candidates(reports, coords, stamps))],
                        wait=False)
             located = self._locate([snaps[d] for d in days], reports, coords)
             rev_rows, _, seen, ids, *_, open_cases = yield Send([])
@@ -203,7 +206,7 @@ class Intake:
         results: list[dict[str, Any] | None] = self._seen(reports, seen)
         todo = [i for i, r in enumerate(results) if r is None]
         results_todo = yield from batch.run([reports[i] for i in todo], [located[i] for i in todo], open_cases,
-                                            [r[0] for r in ids])
+                                            [r[0] for r in ids], stamps[todo])
         for i, res in zip(todo, results_todo, strict=True):
             results[i] = res
         final = [r for r in results if r is not None]
@@ -388,6 +391,20 @@ class Intake:
                 r |= {k: v for k, v in by_id[r["id"]].items()}
                 if r["outcome"] == "merged" and running is not None:
                     r["reports"] = running  # the count when this report joined
+
+
+def local_days(stamps: np.ndarray, tz: dt.tzinfo = TZ) -> list[dt.date]:
+    """The local date in `tz` of each instant (epoch seconds). UTC offsets change on quarter hours at most, so the
+    offset is looked up once per distinct quarter hour: astimezone() per report cost ~0.7 µs, 7 ms a batch."""
+    if not len(stamps):
+        return []
+    quarters, at = np.unique(np.floor(stamps / 900), return_inverse=True)
+    offsets = np.array([(dt.datetime.fromtimestamp(q * 900, tz).utcoffset() or dt.timedelta()).total_seconds()
+                        for q in quarters.tolist()])
+    day_numbers, which = np.unique(np.floor((stamps + offsets[at]) / 86400).astype(np.int64), return_inverse=True)
+    epoch = dt.date(1970, 1, 1)
+    dates = [epoch + dt.timedelta(days=d) for d in day_numbers.tolist()]
+    return [dates[k] for k in which.tolist()]
 
 
 def _invalid(exc: InvalidCoordinates, idx: list[int]) -> BatchInvalid:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import threading
+import zoneinfo
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from sqlalchemy import text
 
 from gis import db, intake_io
-from gis.intake import KEYS_UNSEEN_ABOVE, TZ, BatchInvalid, Report
+from gis.intake import KEYS_UNSEEN_ABOVE, TZ, BatchInvalid, Report, local_days
 from gis.intake_batch import COARSE_ABOVE, COPY_ABOVE, MAX_SLOT_LOCKS, SLOTS_PER_EPOCH
 from gis.intake_io import Plan, Send
 from tests.loop_helpers import World, world_in
@@ -473,3 +475,12 @@ def test_concurrent_single_reports_are_written_together_and_a_bad_one_fails_alon
     assert all(isinstance(o, dict) and o["outcome"] == "created" for o in created)
     assert len({o["id"] for o in created}) == 20  # type: ignore[index]
     assert max(calls) > 1  # reports that arrived while a group was written went in together
+
+
+def test_local_days_are_the_dates_astimezone_gives() -> None:
+    """Dates of event times in the town's zone, looked up per quarter hour: the same as per instant, across the
+    1940s summer times of Asia/Shanghai, another zone's DST and a zone 5:45 ahead."""
+    stamps = np.random.default_rng(7).uniform(-1e9, 2.5e9, 50_000)
+    for tz in (TZ, zoneinfo.ZoneInfo("America/New_York"), zoneinfo.ZoneInfo("Asia/Kathmandu")):
+        assert local_days(stamps, tz) == [dt.datetime.fromtimestamp(s, tz).date() for s in stamps.tolist()]
+    assert local_days(np.array([])) == []
