@@ -130,16 +130,14 @@ class Batch:
             yield from self._bulk("events", EVENT_COLUMNS, self._decide(reports, located, ids, stamps, d, _event_row))
         yield from self._write(d, ids)
         for res in d.results:
-            ph = res.pop("_placeholder", None)
-            if ph is not None:
-                res["id"] = ids[-ph - 1]
-            elif res["id"] < 0:
+            if res["id"] < 0:  # merged into a case of this batch
                 res["id"] = ids[-res["id"] - 1]
-        # The keys of every report stored, in the index's order: two batches racing for keys wait for each other
-        # in one order, never in a cycle.
-        keys = sorted((r.source, kind, k, res["id"]) for r, res in zip(reports, d.results, strict=True)
-                      if res["outcome"] != "duplicate" for kind, k in (("e", r.external_id), ("i", r.idempotency_key))
-                      if k)
+        # The keys of every report stored, in one order: two batches racing for keys wait for each other in that
+        # order, never in a cycle.
+        stored = [(r, res["id"]) for r, res in zip(reports, d.results, strict=True) if res["outcome"] != "duplicate"]
+        keys = [(r.source, "e", r.external_id, eid) for r, eid in stored if r.external_id]
+        keys += [(r.source, "i", r.idempotency_key, eid) for r, eid in stored if r.idempotency_key]
+        keys.sort()
         if len(keys) > COPY_ABOVE:
             yield from self._flush()
             yield Copy(f"COPY intake_keys ({', '.join(KEY_COLUMNS)}) FROM STDIN", _chunks(
@@ -185,8 +183,8 @@ class Batch:
                 n = len(d.new)
                 if k in can_merge:
                     index.add(OpenCase(-n, r.category, r.device_id, mx[k], my[k], t, res["status"], 1))
-                res["_placeholder"] = -n
-                yield row(ids[n - 1], r, loc, res, t, now)
+                res["id"] = ids[n - 1]
+                yield row(res["id"], r, loc, res, t, now)
             d.results.append(res)
             if key is not None:
                 seen_keys[key] = res
@@ -378,9 +376,9 @@ class Batch:
                        jsonb_build_object('source', v.source)
                 FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(sources)s AS text[]), CAST(%(statuses)s AS text[]),
                             CAST(%(reasons)s AS text[])) AS v(id, source, status, reason)""",
-                {"now": now, **{k: array_literal([p[i] for p in plain]) for i, k in enumerate(
-                    ("ids", "sources", "statuses", "reasons"))}}))
-        status_of = {c.key: c.status for cases in index._bins.values() for c in cases}
+                {"now": now, **{k: array_literal(list(column)) for k, column in zip(
+                    ("ids", "sources", "statuses", "reasons"), zip(*plain, strict=True), strict=True)}}))
+        status_of = {c.key: c.status for cases in index._bins.values() for c in cases} if merges else {}
         entries: list[tuple[Any, ...]] = [
             (eid, now, f"intake:{r.source}", "system", "report", None, res["status"], loc.reason,
              {"source": r.source, "photos": r.photos})
