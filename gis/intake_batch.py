@@ -12,6 +12,8 @@ import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -124,7 +126,7 @@ class Batch:
         if len(reports) > COPY_ABOVE:
             yield from self._flush()
             yield Copy(f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN",
-                       _chunks(self._decide(reports, located, ids, stamps, d, _EventText(self.now).line)),
+                       _EventText(self.now, stamps).blocks(self._decide(reports, located, ids, stamps, d, _new_case)),
                        text=True)
         else:
             yield from self._bulk("events", EVENT_COLUMNS, self._decide(reports, located, ids, stamps, d, _event_row))
@@ -147,7 +149,8 @@ class Batch:
         return d.results
 
     def _decide(self, reports: list[Report], located: list[Located], ids: list[int], stamps: np.ndarray, d: _Decided,
-                row: Callable[[int, Report, Located, dict[str, Any], dt.datetime, dt.datetime], R]) -> Iterator[R]:
+                row: Callable[[int, int, Report, Located, dict[str, Any], dt.datetime, dt.datetime], R]
+                ) -> Iterator[R]:
         """The events row of each new case (made by `row`), as it is decided; merges and every report's answer go
         to `d`."""
         # (Aware times stay in their own zone: converting 10,000 cost ~5 ms, and every use compares instants.)
@@ -184,7 +187,7 @@ class Batch:
                 if k in can_merge:
                     index.add(OpenCase(-n, r.category, r.device_id, mx[k], my[k], t, res["status"], 1))
                 res["id"] = ids[n - 1]
-                yield row(res["id"], r, loc, res, t, now)
+                yield row(k, res["id"], r, loc, res, t, now)
             d.results.append(res)
             if key is not None:
                 seen_keys[key] = res
@@ -417,7 +420,13 @@ class _Decided:
     merges: dict[int, list[tuple[Report, Located, dt.datetime]]] = field(default_factory=dict)
 
 
-def _event_row(eid: int, r: Report, loc: Located, res: dict[str, Any], t: dt.datetime, now: dt.datetime
+def _new_case(k: int, eid: int, r: Report, loc: Located, res: dict[str, Any], t: dt.datetime, now: dt.datetime
+              ) -> tuple[int, int, Report, Located, dict[str, Any]]:
+    """A new case as _EventText.block takes it (k: the report's place in the batch)."""
+    return k, eid, r, loc, res
+
+
+def _event_row(k: int, eid: int, r: Report, loc: Located, res: dict[str, Any], t: dt.datetime, now: dt.datetime
                ) -> tuple[Any, ...]:
     """A new case as a row of EVENT_COLUMNS."""
     cell, worker, found = res["cell"] or {}, res["worker"] or {}, loc.result or {}
@@ -438,49 +447,85 @@ def _text(v: str | None) -> str:
     return v
 
 
-class _EventText:
-    """New cases as lines of COPY text (EVENT_COLUMNS), written here rather than by psycopg's write_row: the
-    route and the place of a case repeat across a batch and are formatted once each. Measured per 10,000 cases,
-    write_row's adapting 33 values a row was a quarter of the batch's Python."""
+_NOTHING: dict[str, Any] = {}
 
-    def __init__(self, now: dt.datetime) -> None:
+
+class _EventText:
+    """New cases as COPY text (EVENT_COLUMNS), written here rather than by psycopg's write_row (adapting 33 values
+    a row was a quarter of the batch's Python), a block of cases at a time, column by column: a case's route and
+    place repeat across a batch and are formatted once each, the times of all are formatted by numpy, and each row
+    is joined by str.join in C. Per 10,000 cases: ~22 ms, against 38 by an f-string per row (isoformat alone took
+    8 ms)."""
+
+    def __init__(self, now: dt.datetime, stamps: np.ndarray) -> None:
         self.now = now.isoformat()
+        # The reports' times to the microsecond (within 0.5 µs for any date this side of 2100) as ISO 8601 in UTC.
+        self.times = np.datetime_as_string(np.rint(stamps * 1e6).astype(np.int64).astype("datetime64[us]"),
+                                           unit="us", timezone="UTC").tolist()
         self.routes: dict[tuple[Any, ...], str] = {}
         self.places: dict[tuple[Any, ...], str] = {}
         self._keep: list[Any] = []
 
-    def line(self, eid: int, r: Report, loc: Located, res: dict[str, Any], t: dt.datetime, now: dt.datetime) -> str:
-        rk = (r.category, res["grade"], res["status"], res["deadline"])
-        route = self.routes.get(rk)
-        if route is None:
-            route = self.routes[rk] = "\t".join((
-                _text(r.category), str(res["grade"]), _text(res["platform"]), _text(res["status"]),
-                _text(res["level"]), _text(res["unit"])))
-        cell, worker, village = res["cell"], res["worker"], res["village"]
-        # A place's dicts are shared by the answers of its reports (gis.locate.to_results): known by identity.
-        pk = (id(cell), id(worker), id(village), id(res["township"]))
-        place = self.places.get(pk)
-        if place is None:
-            cell, worker = cell or {}, worker or {}
-            place = self.places[pk] = "\t".join(_text(v) for v in (
-                cell.get("code"), cell.get("name"), worker.get("id"), worker.get("name"), (village or {}).get("code"),
-                (res["township"] or {}).get("code"), (res["district"] or {}).get("code")))
-            self._keep.append(res)  # the dicts whose identities key the places stay alive
-        found = loc.result or {}
-        distance = found.get("distance_m")
-        geom = "\\N" if loc.lon is None else f"SRID=4490;POINT({loc.lon!r} {loc.lat!r})"  # nothing to escape
-        ts = t.isoformat()
-        if r.address is None and r.device_id is None and r.description is None and r.reporter_name is None \
-                and r.reporter_phone is None and loc.reason is None:  # most reports: one format, fewer calls
-            return (f"{eid}\t{r.source}\t{_text(r.external_id)}\t{_text(r.idempotency_key)}\t{route}\t{geom}\t"
-                    f"{loc.how}\t\\N\t{place}\t{'t' if found.get('snapped') else 'f'}\t"
-                    f"{repr(float(distance)) if distance else '0.0'}\t\\N\t\\N\t\\N\t\\N\t\\N\t{ts}\t"
-                    f"{self.now}\t{ts}\t{res['deadline']}\t{self.now}\t1\n")
-        return (f"{eid}\t{r.source}\t{_text(r.external_id)}\t{_text(r.idempotency_key)}\t{route}\t{geom}\t"
-                f"{loc.how}\t{_text(r.address)}\t{place}\t{'t' if found.get('snapped') else 'f'}\t"
-                f"{float(distance or 0.0)!r}\t{_text(loc.reason)}\t{_text(r.device_id)}\t"
-                f"{_text(r.description)}\t{_text(r.reporter_name)}\t{_text(r.reporter_phone)}\t{ts}\t{self.now}\t"
-                f"{ts}\t{_text(res['deadline'])}\t{self.now}\t1\n")
+    def blocks(self, cases: Iterable[tuple[int, int, Report, Located, dict[str, Any]]], size: int = 500
+               ) -> Iterator[str]:
+        """The text of the cases, `size` at a time, as they come (COPY sends each block while the rest is
+        decided)."""
+        block: list[tuple[int, int, Report, Located, dict[str, Any]]] = []
+        for case in cases:
+            block.append(case)
+            if len(block) == size:
+                yield self.block(block)
+                block = []
+        if block:
+            yield self.block(block)
+
+    def block(self, rows: list[tuple[int, int, Report, Located, dict[str, Any]]]) -> str:
+        n = len(rows)
+        ks, eids, reps, locs, ress = zip(*rows, strict=True)
+        none = ("\\N",) * n
+
+        def optional(values: tuple[str | None, ...]) -> Iterable[str]:
+            return none if values.count(None) == n else map(_text, values)
+
+        def of(attr: str, items: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(map(attrgetter(attr), items))
+
+        routes, places = self.routes, self.places
+        route = []
+        for r, res in zip(reps, ress, strict=True):
+            key = (r.category, res["grade"], res["status"], res["deadline"])
+            text = routes.get(key)
+            if text is None:
+                text = routes[key] = "\t".join((
+                    _text(r.category), str(res["grade"]), _text(res["platform"]), _text(res["status"]),
+                    _text(res["level"]), _text(res["unit"])))
+            route.append(text)
+        place = []
+        for res in ress:
+            # A place's dicts are shared by the answers of its reports (gis.locate.to_results): known by identity.
+            cell, worker, village, township = res["cell"], res["worker"], res["village"], res["township"]
+            key = (id(cell), id(worker), id(village), id(township))
+            text = places.get(key)
+            if text is None:
+                cell, worker = cell or {}, worker or {}
+                text = places[key] = "\t".join(_text(v) for v in (
+                    cell.get("code"), cell.get("name"), worker.get("id"), worker.get("name"),
+                    (village or {}).get("code"), (township or {}).get("code"), (res["district"] or {}).get("code")))
+                self._keep.append(res)  # the dicts whose identities key the places stay alive
+            place.append(text)
+        found = [loc.result or _NOTHING for loc in locs]
+        geom = ["\\N" if loc.lon is None else f"SRID=4490;POINT({loc.lon!r} {loc.lat!r})" for loc in locs]
+        stamp = list(map(self.times.__getitem__, ks))
+        now = repeat(self.now, n)
+        lines = map("\t".join, zip(
+            map(str, eids), of("source", reps), optional(of("external_id", reps)),
+            optional(of("idempotency_key", reps)), route, geom, of("how", locs), optional(of("address", reps)), place,
+            ["t" if f.get("snapped") else "f" for f in found],
+            [repr(float(d)) if (d := f.get("distance_m")) else "0.0" for f in found],
+            optional(of("reason", locs)), optional(of("device_id", reps)), optional(of("description", reps)),
+            optional(of("reporter_name", reps)), optional(of("reporter_phone", reps)), stamp, now, stamp,
+            optional(tuple(map(itemgetter("deadline"), ress))), repeat(self.now, n), repeat("1", n), strict=False))
+        return "\n".join(lines) + "\n"
 
 
 def _chunks(lines: Iterable[str], size: int = 200) -> Iterator[str]:

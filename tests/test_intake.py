@@ -306,7 +306,8 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
     def reports(tag: str) -> list[Report]:
         return [Report(source=("citizen", "hotline", "grid_worker")[k % 3], category=("noise", "road_damage")[k % 2],
                        lon=world.point[0] + (k % 12) * 0.0009, lat=world.point[1] + (k // 12) * 0.0009 - 0.004,
-                       occurred_at=t0 + dt.timedelta(hours=k), description=odd[k % len(odd)] if k % 4 else None,
+                       occurred_at=t0 + dt.timedelta(hours=k, microseconds=k * 7919 % 1_000_000),
+                       description=odd[k % len(odd)] if k % 4 else None,
                        reporter_name=odd[(k + 1) % len(odd)] if k % 4 else None,
                        reporter_phone=f"1380000{k:04d}" if k % 4 else None,
                        external_id=f"{tag}-{odd[k % len(odd)]}-{k}") for k in range(COPY_ABOVE + 50)]
