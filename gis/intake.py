@@ -351,11 +351,11 @@ class Intake:
                 answers = to_results(snap, assign_arrays(snap, lon, lat, self.locator.settings.snap_distance_m))
             except InvalidCoordinates as exc:
                 raise _invalid(exc, idx) from exc
-            for k, (i, a) in enumerate(zip(idx, answers, strict=True)):
+            for i, x, y, a in zip(idx, lon.tolist(), lat.tolist(), answers, strict=True):
                 r = reports[i]
                 how = "point" if r.lon is not None else ("device" if r.device_id else "address")
-                out[i] = Located(float(lon[k]), float(lat[k]), how, a, a["reason"] if a["cell"] is None else None)
-        return [o for o in out if o is not None]
+                out[i] = Located(x, y, how, a, a["reason"] if a["cell"] is None else None)
+        return out  # type: ignore[return-value]  # every report has its answer now
 
     @staticmethod
     def _names(results: list[dict[str, Any]]) -> Statement | None:
