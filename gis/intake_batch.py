@@ -50,6 +50,7 @@ REPORT_COLUMNS = ("event_id", "source", "external_id", "device_id", "description
 KEY_COLUMNS = ("source", "kind", "key", "event_id")
 LOG_COLUMNS = ("event_id", "at", "actor", "role", "action", "from_status", "to_status", "note", "data")
 COPY_ABOVE = 100  # rows; fewer are inserted with one statement that can travel in a pipeline
+ALONE_ABOVE = 64  # mergeable reports from which the merge index's pre-pass (MergeIndex.alone) pays
 
 
 def bucket(*parts: object) -> int:
@@ -160,11 +161,14 @@ class Batch:
         mx, my = self._metric([None if loc.lon is None else (loc.lon, loc.lat) for loc in located])  # type: ignore[misc]
         index = d.index
         mergeable = [k for k, loc in enumerate(located) if loc.result is not None and loc.result["cell"] is not None]
-        alone = index.alone([str(reports[k].category) for k in mergeable], [reports[k].device_id for k in mergeable],
-                            np.array([mx[k] for k in mergeable]), np.array([my[k] for k in mergeable]),
-                            stamps[mergeable])
-        # Reports that may join a case or be joined go through the index; the others open a case each.
-        can_merge = {k for k, lone in zip(mergeable, alone.tolist(), strict=True) if not lone}
+        # Reports that may join a case or be joined go through the index; the others open a case each (a small
+        # group all go: building the trees would cost more).
+        can_merge = set(mergeable)
+        if len(mergeable) > ALONE_ABOVE:
+            alone = index.alone([str(reports[k].category) for k in mergeable],
+                                [reports[k].device_id for k in mergeable], np.array([mx[k] for k in mergeable]),
+                                np.array([my[k] for k in mergeable]), stamps[mergeable])
+            can_merge = {k for k, lone in zip(mergeable, alone.tolist(), strict=True) if not lone}
         seen_keys: dict[tuple[str, str], dict[str, Any]] = {}
         for k, (r, loc, t) in enumerate(zip(reports, located, occurred, strict=True)):
             given = r.external_id or r.idempotency_key
