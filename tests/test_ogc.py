@@ -189,7 +189,9 @@ def test_next_links_walk_every_feature_once(served: Served, collection: str) -> 
     assert len({f["id"] for f in features}) == expected
     assert len(pages) == -(-expected // 37)
     for i, page in enumerate(pages):
-        assert page["type"] == "FeatureCollection" and page["numberMatched"] == expected
+        assert page["type"] == "FeatureCollection"
+        # the total on the first page; the others do without (counting it cost a quarter of a page's time)
+        assert page.get("numberMatched") == (expected if i == 0 else None)
         assert page["numberReturned"] == len(page["features"]) and page["timeStamp"].endswith("Z")
         rels = [link["rel"] for link in page["links"]]
         assert ("prev" in rels) == (i > 0) and ("next" in rels) == (i < len(pages) - 1)
