@@ -59,7 +59,7 @@ def walk(client: httpx.Client, first: str, by: str, limit: int, total: int) -> d
             url = nxt[0]
         else:
             offset += limit
-            if offset >= page["numberMatched"]:
+            if offset >= page.get("numberMatched", total):  # (given on the first page only)
                 break
             url = f"{first}&offset={offset}"
     if seen != total:
