@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -311,7 +312,18 @@ class Intake:
     def _coordinates(self, reports: list[Report], devices: dict[str, dict[str, Any]],
                      found: dict[str, tuple[float, float, str] | None]) -> list[tuple[float, float] | None]:
         """Each report's point in the storage CRS (its own, its device's or its address's), or None."""
-        out: list[tuple[float, float] | None] = [None] * len(reports)
+        n = len(reports)
+        lons, lats = tuple(map(attrgetter("lon"), reports)), tuple(map(attrgetter("lat"), reports))
+        if lons.count(None) == lats.count(None) == 0 and len(crss := set(map(attrgetter("crs"), reports))) == 1:
+            # The common batch: every report has its point, all in one CRS (one pass in C instead of one in Python).
+            crs = crss.pop() or "EPSG:4326"
+            try:
+                lon, lat = self.locator.to_storage(np.fromiter(lons, dtype=np.float64, count=n),
+                                                   np.fromiter(lats, dtype=np.float64, count=n), crs)
+            except InvalidCoordinates as exc:
+                raise _invalid(exc, list(range(n))) from exc
+            return list(zip(lon.tolist(), lat.tolist(), strict=True))
+        out: list[tuple[float, float] | None] = [None] * n
         pts: dict[str, list[tuple[int, float, float]]] = {}
         for i, r in enumerate(reports):
             if r.lon is not None and r.lat is not None:

@@ -111,6 +111,8 @@ class Batch:
         self.epsg = metric_epsg
         self.tz = now.tzinfo
         self._routes: dict[tuple[str, int | None], dict[str, Any]] = {}
+        self._answers: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._keep: list[Any] = []
 
     def run(self, reports: list[Report], located: list[Located], open_cases: list[Any], ids: list[int],
             stamps: np.ndarray) -> Plan[list[dict[str, Any]]]:
@@ -318,8 +320,21 @@ class Batch:
             fixed = self._routes[key] = {
                 "platform": self.i.taxonomy.platform_of(cat.code).key, "grade": grade, "level": cat.level,
                 "deadline": deadline.isoformat(), "unit": self.i.taxonomy.lead_unit(cat.code, cat.level).code}
-        chain = loc.result if loc.result is not None else self.villages.get(r.village_code or "", {})
-        unlocated = loc.reason is not None or (loc.result is None and not r.village_code)
+        found = loc.result
+        if found is not None and loc.reason is None and (cell := found["cell"]) is not None:
+            # The common answer: a case in a cell. Its dicts are shared by the cell's reports (gis.locate.to_results),
+            # so the answer of a route and cell is made once and copied (a copy costs a fifth of making it).
+            tk = (key, id(cell))
+            template = self._answers.get(tk)
+            if template is None:
+                template = self._answers[tk] = {
+                    "id": 0, "status": "reported", "cell": cell, "worker": found["worker"],
+                    "village": found["village"], "township": found["township"], "district": found["district"],
+                    **fixed, "reports": 1, "reason": None, "outcome": "created"}
+                self._keep.append(found)  # the cell dict whose identity keys the template stays alive
+            return template.copy()
+        chain = found if found is not None else self.villages.get(r.village_code or "", {})
+        unlocated = loc.reason is not None or (found is None and not r.village_code)
         return {
             "id": 0, "status": "needs_location" if unlocated else "reported",
             "cell": chain.get("cell"), "worker": chain.get("worker"), "village": chain.get("village"),

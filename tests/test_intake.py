@@ -143,6 +143,14 @@ def test_batch_is_all_or_nothing_with_per_item_results(world: World) -> None:
     pigeon = world.client.post("/api/v1/events/batch", headers=world.h("centre"),
                                json={"events": [good, {**good, "source": "pigeon"}]})
     assert pigeon.status_code == 422 and "source" in pigeon.text
+    # A point off the globe is named by its place in the batch, whether all points share one CRS (converted in
+    # one go) or not.
+    for other in ({}, {"crs": "EPSG:4490"}):
+        off = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": [
+            good, {**good, **other}, {**good, "lat": 95.0}]})
+        assert off.status_code == 422, off.text
+        assert [e["index"] for e in off.json()["errors"]] == [2]
+    assert _count(world, "SELECT count(*) FROM events") == before + 5
 
 
 @pytest.mark.parametrize("cells", [10, 120])  # 30 reports go in one INSERT; 360 stream by COPY as they are decided
