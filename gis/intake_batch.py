@@ -112,14 +112,12 @@ class Batch:
         self.tz = now.tzinfo
         self._routes: dict[tuple[str, int | None], dict[str, Any]] = {}
         self._answers: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._keep: list[Any] = []
 
     def run(self, reports: list[Report], located: list[Located], open_cases: list[Any], ids: list[int],
             stamps: np.ndarray) -> Plan[list[dict[str, Any]]]:
         """Decide every report (merge or new case) and write it (steps for gis/intake_io); `open_cases` are the
         rows of candidates(), `ids` at least as many fresh event ids as there are reports, `stamps` their times
-        (epoch seconds). The writes that need no
-        answer are left for finish().
+        (epoch seconds). The writes that need no answer are left for finish().
 
         A large batch is decided while its new cases stream to the server: COPY takes each row as it is made, so
         the server inserts (and indexes) while Python decides the rest — measured per 10,000 reports, ~100 ms of
@@ -266,7 +264,7 @@ class Batch:
         # off in this transaction (see Intake.ingest) whatever stale statistics say. A small plan probes once per
         # report, around its point; a large batch once per stretch of its reports of one category no more than
         # two windows apart, in the box around them: each open case is read once, not once per report near it in
-        # time (measured per 10,000 reports of a time-ordered import: 24 → ~2 ms of the server's time).
+        # time (measured per 10,000 reports of a time-ordered import: 24 → ~6 ms of the server's time).
         if len(mergeable) <= COARSE_ABOVE:
             stretches = (cats, occurred - w, occurred + w, x - pad, x + pad, y - pad, y + pad)
         else:
@@ -323,7 +321,8 @@ class Batch:
         found = loc.result
         if found is not None and loc.reason is None and (cell := found["cell"]) is not None:
             # The common answer: a case in a cell. Its dicts are shared by the cell's reports (gis.locate.to_results),
-            # so the answer of a route and cell is made once and copied (a copy costs a fifth of making it).
+            # so the answer of a route and cell is made once and copied (the template holds the cell's dict: the
+            # identity that keys it stays valid).
             tk = (key, id(cell))
             template = self._answers.get(tk)
             if template is None:
@@ -331,7 +330,6 @@ class Batch:
                     "id": 0, "status": "reported", "cell": cell, "worker": found["worker"],
                     "village": found["village"], "township": found["township"], "district": found["district"],
                     **fixed, "reports": 1, "reason": None, "outcome": "created"}
-                self._keep.append(found)  # the cell dict whose identity keys the template stays alive
             return template.copy()
         chain = found if found is not None else self.villages.get(r.village_code or "", {})
         unlocated = loc.reason is not None or (found is None and not r.village_code)

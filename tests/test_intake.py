@@ -350,6 +350,23 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
     assert got[-1][0]["reason"] and "outside every grid cell" in got[-1][0]["reason"]
 
 
+@pytest.mark.parametrize("size", [3, COPY_ABOVE + 20])
+def test_a_batch_keeps_each_events_photos_and_reporter(world: World, size: int) -> None:
+    """Photos and the reporter of each event of a batch, small or large, are stored with its case."""
+    events = [{"source": "citizen", "category": "noise", "lon": world.point[0] + (k % 10) * 0.0009,
+               "lat": world.point[1] - 0.006 - (k // 10) * 0.0009, "external_id": f"ph{size}-{k}",
+               "occurred_at": f"2025-11-{1 + k % 28:02d}T10:00:00+08:00"} for k in range(size)]
+    events[1] |= {"photos": ["https://example.invalid/a.jpg", "https://example.invalid/b.jpg"],
+                  "reporter": {"name": "王小明", "phone": "13812345678"}}
+    got = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": events})
+    assert got.status_code == 200, got.text
+    ids = [r["id"] for r in got.json()["results"]]
+    case = world.get("centre", ids[1]).json()
+    assert [a["url"] for a in case["attachments"]] == ["https://example.invalid/a.jpg", "https://example.invalid/b.jpg"]
+    assert case["reporter_name"] == "王小明" and case["reporter_phone"] == "13812345678"
+    assert world.get("centre", ids[0]).json()["attachments"] == []
+
+
 def test_a_large_batch_sent_again_finds_every_case_it_stored(world: World) -> None:
     """A large batch does not look its keys up before writing: one stored before fails it at the keys' index and
     it is decided again, looking. The answers are the same either way, and nothing is stored twice."""
