@@ -383,6 +383,7 @@ def report_hotspots(
     alpha: Annotated[float, typer.Option(help="significance level of the hot and cold spots")] = 0.05,
     fdr: Annotated[bool, typer.Option("--fdr", help="correct the hot and cold spots for multiple testing "
                                                      "(Benjamini–Hochberg false-discovery rate)")] = False,
+    min_local: Annotated[int, typer.Option(help="events a hot spot needs in it and its neighbours together")] = 3,
 ) -> None:
     """Hot and cold spots (Getis-Ord Gi*), density, recurring places and the village ranking for a period."""
     from gis.report import LANGS, hotspots_report
@@ -392,13 +393,16 @@ def report_hotspots(
         raise WanggeError(f"--lang {lang!r}: use zh or en")
     if not 0 < alpha <= 0.1 or size < 20:
         raise WanggeError("--alpha must lie in (0, 0.1] and --size be at least 20 metres")
+    if min_local < 1:
+        raise WanggeError(f"--min-local {min_local}: a hot spot needs at least 1 event")
     if scope is not None and not (scope.isdigit() and len(scope) == 12):
         raise WanggeError(f"--scope {scope!r}: give a 12-digit township or village code")
     start, end = _report_period(date_from, date_to)
     engine = _engine()
     actor = Actor("cli", "leader", scope) if scope else None
     _report_write("hotspots", lambda: hotspots_report(engine, start, end, lang=lang, actor=actor, size_m=size,
-                                                      alpha=alpha, correction="fdr" if fdr else "none"), out_file)
+                                                      alpha=alpha, correction="fdr" if fdr else "none",
+                                                      min_local=min_local), out_file)
 
 
 @report_app.command("village")

@@ -85,7 +85,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "significance": ("显著性水平", "Significance level"),
     "fdr": ("多重检验校正 (FDR)", "Multiple-testing correction (FDR)"),
     "min_local": ("热点须本单元及相邻单元合计至少 {n} 件事件",
-                  "A hot spot needs at least {n} incidents in it and its neighbours"),
+                  "A hot spot needs {n} or more incidents in it and its neighbours"),
     "hot_99": ("热点 99%", "Hot spot 99%"),
     "hot_95": ("热点 95%", "Hot spot 95%"),
     "hot_90": ("热点 90%", "Hot spot 90%"),

@@ -68,7 +68,7 @@ TEXT: dict[str, dict[str, str]] = {
         "legend_method": "{perm} permutations, one-sided pseudo p-value, significance level α = {alpha}",
         "legend_fdr": "normal p-values of the Gi* z-scores, Benjamini–Hochberg corrected for multiple testing "
                       "(FDR), significance level α = {alpha}",
-        "legend_min_local": "; a hot spot needs at least {n} incidents in it and its neighbours together",
+        "legend_min_local": "; a hot spot needs {n} or more incidents in it and its neighbours together",
         "hot_99": "Hot spot, 99% confidence", "hot_95": "Hot spot, 95% confidence",
         "hot_90": "Hot spot, 90% confidence", "cold_99": "Cold spot, 99% confidence",
         "cold_95": "Cold spot, 95% confidence", "cold_90": "Cold spot, 90% confidence",
@@ -278,14 +278,14 @@ def _gi_legend(tx: dict[str, str], gi: dict[str, Any]) -> list[tuple[str, str, b
 def hotspots_report(engine: Engine, start: dt.datetime, end: dt.datetime, *, lang: str = "zh",
                     actor: Actor | None = None, size_m: float = 250, alpha: float = 0.05, radius_m: float = 50,
                     min_count: int = 3, now: dt.datetime | None = None,
-                    correction: Literal["none", "fdr"] = "none") -> str:
+                    correction: Literal["none", "fdr"] = "none", min_local: int = hotspots.MIN_LOCAL) -> str:
     """The hotspot report of the scope (district when actor is None) for [start, end), as one HTML document."""
     tx = _t(lang)
     now = (now or dt.datetime.now(TZ)).astimezone(TZ)
     area = hotspots.area_bounds(engine, actor)
     stats = hotspots.village_stats(engine, start, end, actor=actor, now=now)
     gi = hotspots.getis_ord(engine, start, end, unit="hex", size_m=size_m, alpha=alpha, actor=actor,
-                            correction=correction)
+                            correction=correction, min_local=min_local)
     density = hotspots.hex_density(engine, start, end, size_m=size_m, actor=actor)
     recurring = hotspots.recurring_places(engine, start, end, radius_m=radius_m, min_count=min_count, actor=actor)
     cats = hotspots.category_breakdown(engine, start, end, actor=actor)

@@ -141,6 +141,12 @@ def test_cli_writes_reports_and_refuses_bad_input_in_one_line(town: tuple[str, E
                 "--lang", "en", "--fdr")
     assert ok.returncode == 0, ok.stderr
     assert "Benjamini–Hochberg corrected for multiple testing" in fdr.read_text(encoding="utf-8")
+    assert "a hot spot needs 3 or more incidents" in doc
+    loose = tmp_path / "hotspots-1.html"
+    ok = wangge(url, "report", "hotspots", "--from", "2026-06-01", "--to", "2026-07-01", "--out", str(loose),
+                "--lang", "en", "--min-local", "1")
+    assert ok.returncode == 0, ok.stderr
+    assert "a hot spot needs 1 or more incidents" in loose.read_text(encoding="utf-8")
     vout = tmp_path / "village.html"
     ok = wangge(url, "report", "village", village, "--from", "2026-06-01", "--to", "2026-07-01", "--out", str(vout))
     assert ok.returncode == 0, ok.stderr
@@ -152,6 +158,7 @@ def test_cli_writes_reports_and_refuses_bad_input_in_one_line(town: tuple[str, E
         ("hotspots", "--from", "2026-07-01", "--to", "2026-06-01"): "is not before --to",
         ("hotspots", "--from", "yesterday"): "is not a date",
         ("hotspots", "--lang", "fr"): "--lang",
+        ("hotspots", "--min-local", "0"): "--min-local 0",
     }
     for args, message in bad.items():
         proc = wangge(url, "report", *args, "--out", str(tmp_path / "x.html"))
