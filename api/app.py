@@ -51,23 +51,23 @@ def create_app(database_url: str | None = None, locate_settings: LocateSettings 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or db.database_url(DatabaseSettings(), start=False)
         app.state.engine = db.engine_for(url)
-        app.state.locator = Locator(app.state.engine, locate_settings or LocateSettings())
+        locate, intake = locate_settings or LocateSettings(), IntakeSettings()
+        app.state.locator = Locator(app.state.engine, locate)
         # Data files are validated here, at start-up: a broken taxonomy stops the server with one clear line.
         app.state.taxonomy = load_taxonomy()
         app.state.calendar = load_calendar()
         app.state.gazetteer = GazetteerCache(app.state.engine)
         app.state.intake = Intake(app.state.engine, app.state.locator, app.state.taxonomy, app.state.calendar,
-                                  IntakeSettings(), gazetteer=app.state.gazetteer.match)
+                                  intake, gazetteer=app.state.gazetteer.match)
         # Single reports are decided in a worker process of their own, out of the event loop's way, and batches
         # in a pool of them (see gis/intake_worker.py); Open311 and the dashboard's own writes use this process's
         # intake.
-        worker = IntakeWorker(url, locate_settings or LocateSettings()) if IntakeSettings().intake_process else None
+        worker = IntakeWorker(url, locate) if intake.intake_process else None
         if worker is not None:
             worker.start()
         app.state.intake_queue = IntakeQueue(app.state.intake, worker=worker)
-        n = IntakeSettings().batch_processes
-        app.state.batch_workers = WorkerPool([IntakeWorker(url, locate_settings or LocateSettings())
-                                              for _ in range(n)]) if n else None
+        n = intake.batch_processes
+        app.state.batch_workers = WorkerPool([IntakeWorker(url, locate) for _ in range(n)]) if n else None
         app.state.cases = Cases(app.state.engine, app.state.taxonomy, app.state.calendar, app.state.locator)
         app.state.auth = AuthSettings()
         app.state.secret_key = app.state.auth.key()

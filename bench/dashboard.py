@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import httpx  # noqa: E402
 from ingest import http_server  # noqa: E402  (bench/ingest.py: the app under uvicorn in a subprocess)
-from locate import console, machine, recreate, run_record, server, step, write_results  # noqa: E402
+from locate import console, given_url, machine, recreate, run_record, server, step, write_results  # noqa: E402
 from playwright.sync_api import Browser, sync_playwright  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import text  # noqa: E402
@@ -49,7 +48,6 @@ from dashboard import data  # noqa: E402
 from gis import accounts, db  # noqa: E402
 from gis.eventlog import CHANNEL  # noqa: E402
 from gis.intake import TZ  # noqa: E402
-from gis.settings import DatabaseSettings  # noqa: E402
 from gis.store import load_package  # noqa: E402
 from gis.taxonomy import load_taxonomy  # noqa: E402
 from gis.workflow import Actor  # noqa: E402
@@ -274,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
+    url = given_url(args)
     out: dict[str, Any] = run_record(args, leave_out=("serve", "port", "screenshots"))
     with server(url) as admin_url, tempfile.TemporaryDirectory(prefix="wangge-dash-") as tmp:
         db_url, out["database"] = prepare(admin_url, args.events, args.seed)

@@ -19,20 +19,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from locate import console, machine, recreate, server, step, write_results  # bench/locate.py
+from locate import console, given_url, machine, recreate, server, step, write_results  # bench/locate.py
 from rich.table import Table
 from sqlalchemy import Engine, text
 
 from gis import db, hotspots
 from gis.intake import TZ
-from gis.settings import DatabaseSettings
 from gis.store import load_package
 from gis.taxonomy import load_taxonomy
 
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--indexes", action="store_true", help="measure again with the suggested indexes")
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
     args = ap.parse_args(argv)
-    url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
+    url = given_url(args)
     out: dict[str, Any] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                            "args": {k: v for k, v in vars(args).items() if k != "database_url"}}
     with server(url) as admin_url:

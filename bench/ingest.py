@@ -53,6 +53,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from locate import (
     console,
+    given_url,
     machine,
     pg_connect,
     recreate,
@@ -66,7 +67,6 @@ from rich.table import Table
 from api.app import create_app
 from api.events import EventIn
 from gis import accounts, db
-from gis.settings import DatabaseSettings
 from gis.store import load_package
 from gis.taxonomy import load_taxonomy
 
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve, args.port, args.database_url)
         return 0
-    url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
+    url = given_url(args)
     out: dict[str, Any] = run_record(args, leave_out=("serve", "port"))
     with server(url) as admin_url, tempfile.TemporaryDirectory(prefix="wangge-ingest-") as tmp:
         for name in ("single", "batch") if args.only is None else (args.only,):

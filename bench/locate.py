@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
     args = ap.parse_args(argv)
-    url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
+    url = given_url(args)
     out: dict[str, Any] = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                            "args": {k: v for k, v in vars(args).items() if k != "database_url"}, "grids": {}}
     with server(url) as admin_url:
@@ -360,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         show(name, r)
     write_results(out, RESULTS)
     return 0
+
+
+def given_url(args: Any) -> str | None:
+    """The PostGIS server a bench script was pointed at (--database-url, else WANGGE_DATABASE_URL), or None for a
+    throw-away cluster (see server)."""
+    return DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
 
 
 def run_record(args: Any, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:

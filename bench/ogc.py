@@ -18,7 +18,6 @@ wangge_bench_ogc is created there and dropped. Results: a table, bench/results/o
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -29,11 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 from ingest import http_server  # bench/ingest.py
-from locate import console, run_record, server, step, write_results  # bench/locate.py
+from locate import console, given_url, run_record, server, step, write_results  # bench/locate.py
 from publish import demo_with_events  # bench/publish.py
 from rich.table import Table
-
-from gis.settings import DatabaseSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "ogc.json"
@@ -73,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=10_000)
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
     args = ap.parse_args(argv)
-    url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
+    url = given_url(args)
     out: dict[str, Any] = run_record(args)
     with server(url) as admin_url, tempfile.TemporaryDirectory(prefix="wangge-ogc-") as tmp, \
             demo_with_events(admin_url, "wangge_bench_ogc", args.events, 0.08, out) as (db_url, _):

@@ -26,20 +26,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import shapely
-from locate import DEMO, console, machine, recreate, run_record, server, step, write_results  # bench/locate.py
+from locate import (  # bench/locate.py
+    DEMO,
+    console,
+    given_url,
+    machine,
+    recreate,
+    run_record,
+    server,
+    step,
+    write_results,
+)
 from rich.table import Table
 from sqlalchemy import Engine, text
 
 from gis import db, grid
 from gis.package import read_package
-from gis.settings import DatabaseSettings
 from gis.store import load_package
 from gis.validate import validate
 from gis.workflow import OPEN_SQL, OPEN_STATUSES, Actor
@@ -194,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--database-url", help="a PostGIS server to use instead of a throw-away cluster")
     args = ap.parse_args(argv)
-    url = DatabaseSettings(database_url=args.database_url or os.environ.get("WANGGE_DATABASE_URL")).database_url
+    url = given_url(args)
     out: dict[str, Any] = run_record(args)
     with server(url) as admin_url, demo_with_events(admin_url, "wangge_bench_publish", args.events, args.open_share,
                                                     out) as (_, engine):

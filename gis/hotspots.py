@@ -302,9 +302,9 @@ def getis_ord(engine: Engine, start: dt.datetime, end: dt.datetime, *, unit: Lit
             neighbours = [c["neighbours"] for c in cells]
             props = [{"code": c["code"], "name": c["name"], "village_code": c["village_code"]} for c in cells]
             geoms = [c["geometry"] for c in cells]
-    z, p = _gi_star(y, neighbours, permutations, seed)
+    local = _window_sums(y, neighbours)
+    z, p = _gi_star(y, neighbours, permutations, seed, local)
     q = fdr_adjust(_normal_p(z)) if correction == "fdr" else None
-    local = y + np.array([y[nb].sum() for nb in neighbours], dtype=float) if len(y) else y
     features = []
     tally = dict.fromkeys(GI_CLASSES, 0)
     for k in range(len(y)):
@@ -484,8 +484,13 @@ def _cell_counts(conn: Connection, start: dt.datetime, end: dt.datetime, day: dt
 
 # --- Gi* ---
 
+def _window_sums(y: np.ndarray, neighbours: list[list[int]]) -> np.ndarray:
+    """Each unit's count plus its neighbours': the window Gi* tests."""
+    return y + np.array([y[nb].sum() for nb in neighbours], dtype=float) if len(y) else y
+
+
 def _gi_star(y: np.ndarray, neighbours: list[list[int]], permutations: int,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
+             seed: int, window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Standardised Gi* (esda.G_Local, binary weights, star=True) and its one-sided conditional-permutation pseudo
     p-value per unit. Without events (or with the same count everywhere) nothing stands out: z 0, p 1.
 
@@ -517,7 +522,7 @@ def _gi_star(y: np.ndarray, neighbours: list[list[int]], permutations: int,
     rng = np.random.default_rng(seed)
     kmax = int(card.max())
     rids = np.stack([rng.permutation(n - 1)[:kmax] for _ in range(permutations)])  # (P, kmax)
-    observed = y + np.array([y[nb].sum() for nb in neighbours])
+    observed = _window_sums(y, neighbours) if window is None else window
     larger = np.zeros(n, dtype=np.int64)
     smaller = np.zeros(n, dtype=np.int64)
     for k in np.unique(card[card > 0]):
