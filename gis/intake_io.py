@@ -48,7 +48,7 @@ class Copy:
 
     sql: str
     rows: Iterable[Sequence[Any]] | Iterable[str]
-    text: bool = False  # the rows are chunks of COPY text, written as they are
+    raw: bool = False  # the rows are chunks of COPY data (text or binary, as the statement says), written as they are
 
 
 Plan = Generator[Send | Copy, Any, T]
@@ -88,7 +88,7 @@ def run(pg: psycopg.Connection[Any], plan: Plan[T], commit: bool = False) -> T:
             else:
                 assert pipe is None, "a COPY cannot follow statements not waited for"
                 with pg.cursor() as cur, cur.copy(step.sql) as cp:
-                    if step.text:
+                    if step.raw:
                         for chunk in step.rows:
                             cp.write(chunk)  # type: ignore[arg-type]
                     else:

@@ -305,8 +305,9 @@ def test_a_retry_racing_its_original_waits_for_it_and_finds_its_case(world: Worl
 
 
 def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
-    """Large batches write their cases as COPY text of their own making, small ones through psycopg's adaptation:
-    the same reports give the same rows, tabs, newlines and backslashes in the text included."""
+    """Large batches write their cases in COPY's binary format of their own making, small ones through psycopg's
+    adaptation: the same reports give the same rows (tabs, newlines and backslashes in the text, microseconds in
+    the times, points, devices, addresses and keys included) and the times the answers give."""
     intake = world.client.app.state.intake  # type: ignore[attr-defined]
     t0 = dt.datetime(2024, 3, 1, 9, 0, tzinfo=TZ)
     odd = ["tab\there", "two\nlines", "back\\slash \\N", "回车\r\n换行", "", "NULL", "plain 描述"]
@@ -329,25 +330,36 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
     # plus one at the grid's edge (snapped) and one 20 km outside the town (needs_location with its reason)
     extra = [Report(source="citizen", category="noise", lon=edge[0], lat=edge[1], occurred_at=t0),
              Report(source="citizen", category="noise", lon=world.point[0] + 0.2, lat=world.point[1], occurred_at=t0,
-                    description="far")]
+                    description="far"),
+             Report(source="sensor", category="fire_hazard_shop", device_id="D0011", occurred_at=t0),
+             Report(source="hotline", category="fire_passage_blocked", address="文昌街 ３号", occurred_at=t0,
+                    idempotency_key="idem-copy"),
+             Report(source="hotline", category="noise", address="火星路999号", occurred_at=t0)]
     large = intake.ingest([*reports("large"), *extra])
     small = [res for k in range(0, COPY_ABOVE + 50, 50) for res in intake.ingest(reports("small")[k:k + 50])]
-    small += intake.ingest(extra)
-    assert len(large) == len(small) == COPY_ABOVE + 52 and {r["outcome"] for r in large} == {"created"}
+    small += intake.ingest([dataclasses.replace(r, idempotency_key=r.idempotency_key and "idem-copy-2")
+                            for r in extra])
+    assert len(large) == len(small) == COPY_ABOVE + 55 and {r["outcome"] for r in large} == {"created"}
 
     def stored(results: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         with db.engine_for(world.url).connect() as conn:
             return [tuple(row) for row in conn.execute(text("""
-                SELECT to_jsonb(e) - '{id,external_id,received_at,updated_at,deadline}'::text[], ST_AsEWKT(geom),
-                       split_part(external_id, '-', 2), (SELECT count(*) FROM event_log l WHERE l.event_id = e.id)
-                FROM events e WHERE id = ANY(:ids) ORDER BY id"""), {"ids": [r["id"] for r in results]})]
+                SELECT to_jsonb(e) - '{id,external_id,idempotency_key,received_at,updated_at,deadline}'::text[],
+                       ST_AsEWKT(geom), split_part(external_id, '-', 2),
+                       (SELECT count(*) FROM event_log l WHERE l.event_id = e.id), deadline, received_at = updated_at,
+                       idempotency_key IS NOT NULL
+                FROM events e WHERE id = ANY(:ids) ORDER BY array_position(CAST(:ids AS bigint[]), id)"""),
+                {"ids": [r["id"] for r in results]})]
 
     got, expected = stored(large), stored(small)
-    assert got == expected
+    assert [g[:4] + g[5:] for g in got] == [e[:4] + e[5:] for e in expected]
+    assert [g[4] for g in got] == [dt.datetime.fromisoformat(r["deadline"]) for r in large]
+    assert [g[0]["located_by"] for g in got[-3:-1]] == ["device", "address"] and got[-2][6]
+    assert got[-1][0]["status"] == "needs_location" and got[-1][1] is None  # no point, never a guessed one
     assert [g[0]["description"] for g in got[:len(odd)]] == [odd[k] if k % 4 else None for k in range(len(odd))]
-    assert got[-2][0]["snapped"] is True and 19 < got[-2][0]["distance_m"] < 21 and got[-2][0]["cell_code"]
-    assert got[-1][0]["status"] == "needs_location"
-    assert got[-1][0]["reason"] and "outside every grid cell" in got[-1][0]["reason"]
+    assert got[-5][0]["snapped"] is True and 19 < got[-5][0]["distance_m"] < 21 and got[-5][0]["cell_code"]
+    assert got[-4][0]["status"] == "needs_location" and got[-4][1] is not None
+    assert got[-4][0]["reason"] and "outside every grid cell" in got[-4][0]["reason"]
 
 
 @pytest.mark.parametrize("size", [3, COPY_ABOVE + 20])
