@@ -143,8 +143,11 @@ class Batch:
         keys.sort()
         if len(keys) > COPY_ABOVE:
             yield from self._flush()
-            yield Copy(f"COPY intake_keys ({', '.join(KEY_COLUMNS)}) FROM STDIN", _chunks(
-                f"{source}\t{kind}\t{_text(k)}\t{eid}\n" for source, kind, k, eid in keys), raw=True)
+            prefixes: dict[tuple[str, str], bytes] = {}
+            yield Copy("COPY intake_keys (event_id, source, kind, key) FROM STDIN (FORMAT binary)", [_binary_rows(
+                4, [k[3] for k in keys],
+                [prefixes.get((k[0], k[1])) or prefixes.setdefault((k[0], k[1]), _field(k[0]) + _field(k[1]))
+                 for k in keys], map(_field, [k[2] for k in keys]))], raw=True)
         else:
             yield from self._bulk("intake_keys", KEY_COLUMNS, keys)
         return d.results
@@ -388,7 +391,23 @@ class Batch:
         # the reports merged into it.
         plain = [(eid, r.source, res["status"], loc.reason)
                  for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True) if not r.photos]
-        if plain:
+        if len(plain) > COPY_ABOVE:
+            # In COPY's binary format: the case's id, then what its source, status and reason make (few kinds).
+            yield from self._flush()
+            at, tails = _pg_time(now), dict[tuple[str, str, str | None], bytes]()
+
+            def tail(source: str, status: str, reason: str | None) -> bytes:
+                b = tails.get((source, status, reason))
+                if b is None:
+                    b = tails[(source, status, reason)] = b"".join((
+                        at, _field(f"intake:{source}"), _field("system"), _field("report"), _field(status),
+                        _field(reason), _jsonb({"source": source})))
+                return b
+
+            yield Copy("COPY event_log (event_id, at, actor, role, action, to_status, note, data) FROM STDIN "
+                       "(FORMAT binary)", [_binary_rows(8, [p[0] for p in plain], [tail(*p[1:]) for p in plain])],
+                       raw=True)
+        elif plain:
             # (Reading the rows just written back out of events cost 10,000 index probes a batch.)
             self._finish.append(("""
                 INSERT INTO event_log (event_id, at, actor, role, action, from_status, to_status, note, data)
@@ -453,15 +472,6 @@ def _event_row(k: int, eid: int, r: Report, loc: Located, res: dict[str, Any], t
             (res["township"] or {}).get("code"), (res["district"] or {}).get("code"), bool(found.get("snapped")),
             float(found.get("distance_m") or 0.0), loc.reason, r.device_id, r.description, r.reporter_name,
             r.reporter_phone, t, now, t, res["deadline"], now, 1)
-
-
-def _text(v: str | None) -> str:
-    """A text value in COPY's text format."""
-    if v is None:
-        return "\\N"
-    if "\\" in v or "\t" in v or "\n" in v or "\r" in v:
-        return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return v
 
 
 _NOTHING: dict[str, Any] = {}
@@ -625,16 +635,23 @@ class _EventCopy:
             optional(of("reporter_name", reps)), optional(of("reporter_phone", reps)), strict=True)))
 
 
-def _chunks(lines: Iterable[str], size: int = 200) -> Iterator[str]:
-    """Lines joined a few hundred at a time (each write to COPY has its cost)."""
-    buf: list[str] = []
-    for line in lines:
-        buf.append(line)
-        if len(buf) == size:
-            yield "".join(buf)
-            buf = []
-    if buf:
-        yield "".join(buf)
+_ID_HEAD = np.dtype([("fields", ">i2"), ("n_id", ">i4"), ("id", ">i8")])
+
+
+def _binary_rows(fields: int, ids: list[int], *rest: Iterable[bytes]) -> bytes:
+    """Rows in COPY's binary format, header and trailer included: a bigint (`ids`), then fields already encoded
+    (each item of `rest` may hold several; `fields` counts them all)."""
+    head = np.empty(len(ids), _ID_HEAD)
+    head["fields"], head["n_id"], head["id"] = fields, 8, ids
+    data, width = head.tobytes(), _ID_HEAD.itemsize
+    heads = [data[j:j + width] for j in range(0, len(data), width)]
+    return b"".join((_HEADER, *chain.from_iterable(zip(heads, *rest, strict=True)), _TRAILER))
+
+
+def _jsonb(value: Any) -> bytes:
+    """A jsonb value as a field of COPY's binary format (version 1: the JSON text)."""
+    b = b"\x01" + orjson.dumps(value)
+    return len(b).to_bytes(4, "big") + b
 
 
 def _ewkt(loc: Located) -> str | None:

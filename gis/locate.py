@@ -345,7 +345,7 @@ def _refuse_swapped(snap: Snapshot, lon: NDArray, lat: NDArray, outside: NDArray
 
 
 def to_results(snap: Snapshot, a: Assignment) -> list[dict[str, Any]]:
-    """The JSON shape of /api/v1/locate, one dict per point."""
+    """The JSON shape of /api/v1/locate, one dict per point (read-only: points inside one cell share theirs)."""
     chains: dict[int, dict[str, Ref]] = {}
     none: dict[str, Ref] = {"village": None, "township": None, "district": None}
 
@@ -358,17 +358,26 @@ def to_results(snap: Snapshot, a: Assignment) -> list[dict[str, Any]]:
 
     far_info = _explain_far(snap, a)
     results: list[dict[str, Any]] = []
-    # What a cell's points share is made once per cell (its dicts are shared by those points' answers: read-only).
+    # What a cell's points share is made once per cell (its dicts are shared by those points' answers: read-only),
+    # and so is the whole answer of a point inside its cell (most points: 10,000 dicts fewer a batch).
     places: dict[int, dict[str, Any]] = {}
+    inside: dict[int, dict[str, Any]] = {}
     snapped, distance = a.snapped.tolist(), np.round(a.distance_m, 2).tolist()
     for i, cell in enumerate(a.cell.tolist()):
         if cell >= 0:
+            exact = not snapped[i] and not distance[i]
+            if exact and (res := inside.get(cell)) is not None:
+                results.append(res)
+                continue
             place = places.get(cell)
             if place is None:
                 place = places[cell] = {
                     "cell": {"code": str(snap.cell_codes[cell]), "name": str(snap.cell_names[cell])},
                     "worker": snap.worker[cell], **chain(int(snap.cell_village[cell]))}
-            results.append({**place, "snapped": snapped[i], "distance_m": distance[i], "reason": None})
+            res = {**place, "snapped": snapped[i], "distance_m": distance[i], "reason": None}
+            if exact:
+                inside[cell] = res
+            results.append(res)
         else:
             village, dist, reason = far_info[i]
             results.append({"cell": None, "worker": None, **chain(village), "snapped": False,

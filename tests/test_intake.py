@@ -346,7 +346,8 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
             return [tuple(row) for row in conn.execute(text("""
                 SELECT to_jsonb(e) - '{id,external_id,idempotency_key,received_at,updated_at,deadline}'::text[],
                        ST_AsEWKT(geom), split_part(external_id, '-', 2),
-                       (SELECT count(*) FROM event_log l WHERE l.event_id = e.id), deadline, received_at = updated_at,
+                       (SELECT jsonb_agg(to_jsonb(l) - '{id,event_id,at}'::text[] ORDER BY l.id) FROM event_log l
+                        WHERE l.event_id = e.id AND l.at = e.received_at), deadline, received_at = updated_at,
                        idempotency_key IS NOT NULL
                 FROM events e WHERE id = ANY(:ids) ORDER BY array_position(CAST(:ids AS bigint[]), id)"""),
                 {"ids": [r["id"] for r in results]})]
@@ -355,6 +356,8 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
     assert [g[:4] + g[5:] for g in got] == [e[:4] + e[5:] for e in expected]
     assert [g[4] for g in got] == [dt.datetime.fromisoformat(r["deadline"]) for r in large]
     assert [g[0]["located_by"] for g in got[-3:-1]] == ["device", "address"] and got[-2][6]
+    assert got[-4][3] == [{"actor": "intake:citizen", "role": "system", "action": "report", "from_status": None,
+                           "to_status": "needs_location", "note": got[-4][0]["reason"], "data": {"source": "citizen"}}]
     assert got[-1][0]["status"] == "needs_location" and got[-1][1] is None  # no point, never a guessed one
     assert [g[0]["description"] for g in got[:len(odd)]] == [odd[k] if k % 4 else None for k in range(len(odd))]
     assert got[-5][0]["snapped"] is True and 19 < got[-5][0]["distance_m"] < 21 and got[-5][0]["cell_code"]
