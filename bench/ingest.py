@@ -10,12 +10,14 @@ batch   --events events (time-ordered over 2023, uniform over J镇's cells, 1 % 
         to /api/v1/events/batch, against the same points COPY'd into an UNLOGGED table + INSERT … SELECT … JOIN cells
         ON ST_Intersects into a table LIKE events INCLUDING INDEXES (timed together; bodies and COPY text prebuilt).
         Per --loaders count (default 1 and 2) on a fresh database: that many clients, each posting its stretch of
-        the year in order; wall time, the loaders' own work (counting the outcomes) included. --batch-runs rounds
-        (default 3) of the anchor and each loaders count, interleaved; the median run of each is reported.
+        the year in order and asking for full answers; per --brief-loaders count (default 2) the same asking for
+        brief ones (?answer=brief); wall time, the loaders' own work (counting the outcomes) included.
+        --batch-runs rounds (default 3) of the anchor and each of these, interleaved; the median run of each is
+        reported.
 Targets (issue 3): single ≥ 0.5 × the ceiling's requests/s with p99 ≤ 25 ms; batch ≥ 1.0 × the plain INSERT.
 
     .venv/bin/python bench/ingest.py                   # full run: 3 × 20 s of wrk per server, 3 × 1,000,000 events
-                                                       # per anchor and loaders count (~10 min)
+                                                       # per anchor and loaders count (~13 min)
     .venv/bin/python bench/ingest.py --events 50000 --duration 5 --only batch
 
 Without --database-url a throw-away embedded cluster (fsync off), as in bench/locate.py; with one, the databases
@@ -299,23 +301,25 @@ def bench_batch(admin_url: str, args: argparse.Namespace, tmp: Path) -> dict[str
     # different speeds from one minute to the next (two loaders gave 0.82–0.93 on the same code), and the median of
     # interleaved runs compares like with like.
     plains: list[dict[str, Any]] = []
-    ours: dict[int, list[dict[str, Any]]] = {n: [] for n in args.loaders}
+    variants = [(n, "full") for n in args.loaders] + [(n, "brief") for n in args.brief_loaders]
+    ours: dict[tuple[int, str], list[dict[str, Any]]] = {v: [] for v in variants}
     try:
         for k in range(args.batch_runs):
             with step(f"[batch] plain PostGIS: COPY + INSERT … SELECT … JOIN cells of {args.events:,} points "
                       f"(run {k + 1} of {args.batch_runs})"):
                 plains.append(plain_insert(url, x, y, mix, t))
-            for loaders in args.loaders:
+            for loaders, answer in variants:
                 db.engine_for(url).dispose()
                 url = prepare(admin_url, "wangge_bench_ingest_batch")
-                ours[loaders].append(load(url, bodies, loaders, tmp))
+                ours[(loaders, answer)].append(load(url, bodies, loaders, tmp, answer))
     finally:
         db.engine_for(url).dispose()
         recreate(admin_url, "wangge_bench_ingest_batch", drop_only=True)
     r["plain"] = {**median_run(plains), "runs": [p["events_per_s"] for p in plains]}
     r["wangge"] = {}
-    for loaders, runs in ours.items():
-        w = r["wangge"][str(loaders)] = {**median_run(runs), "runs": [w["events_per_s"] for w in runs]}
+    for (loaders, answer), runs in ours.items():
+        key = str(loaders) if answer == "full" else f"{loaders} {answer}"
+        w = r["wangge"][key] = {**median_run(runs), "runs": [w["events_per_s"] for w in runs]}
         w["ratio"] = w["events_per_s"] / r["plain"]["events_per_s"]
         w["run_ratios"] = [a["events_per_s"] / b["events_per_s"] for a, b in zip(runs, plains, strict=True)]
     return r
@@ -326,9 +330,10 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(runs, key=lambda run: run["events_per_s"])[(len(runs) - 1) // 2]
 
 
-def load(url: str, bodies: list[bytes], loaders: int, tmp: Path) -> dict[str, Any]:
+def load(url: str, bodies: list[bytes], loaders: int, tmp: Path, answer: str = "full") -> dict[str, Any]:
     """POST the bodies with `loaders` concurrent clients, each the next stretch of time in order (an import split
-    by period: its batches share no merge window with the other loaders' except where two stretches meet)."""
+    by period: its batches share no merge window with the other loaders' except where two stretches meet), asking
+    for the `answer` form (full, or brief: id, outcome, status, cell code and reason of each item)."""
     n = sum(body.count(b'"source"') for body in bodies)
     with http_server("wangge", url, tmp / "batch.log") as port, httpx.Client(timeout=3600) as client:
         headers = {"Authorization": f"Bearer {login(port)}", "Content-Type": "application/json"}
@@ -338,23 +343,24 @@ def load(url: str, bodies: list[bytes], loaders: int, tmp: Path) -> dict[str, An
             per_post: list[float] = []
             for body in share:
                 t0 = time.perf_counter()
-                got = client.post(f"http://127.0.0.1:{port}/api/v1/events/batch", content=body, headers=headers)
+                got = client.post(f"http://127.0.0.1:{port}/api/v1/events/batch?answer={answer}", content=body,
+                                  headers=headers)
                 per_post.append(time.perf_counter() - t0)
                 if got.status_code != 200:
                     raise SystemExit(f"a batch POST failed: HTTP {got.status_code}: {got.text[:500]}")
                 # The loader's own work counts in the wall time: it counts the outcomes in the answer's bytes
                 # (parsing 10,000 answers, ~5 MB, took ~50 ms a POST, a seventh of the server's time).
-                answer = got.content
-                counts = {o: answer.count(b'"outcome":"' + o.encode() + b'"') for o in OUTCOMES}
+                content = got.content
+                counts = {o: content.count(b'"outcome":"' + o.encode() + b'"') for o in OUTCOMES}
                 if sum(counts.values()) != body.count(b'"source":'):
                     raise SystemExit("a batch POST did not answer every item with a known outcome")
                 outcomes.update(counts)
-                outcomes["needs_location"] += answer.count(b'"status":"needs_location"')
+                outcomes["needs_location"] += content.count(b'"status":"needs_location"')
             return outcomes, per_post
 
         size = -(-len(bodies) // loaders)
         with step(f"[batch] wangge: {len(bodies)} POSTs of ≤ {BATCH:,} events to /api/v1/events/batch, "
-                  f"{loaders} loader{'s' if loaders > 1 else ''}"):
+                  f"{loaders} loader{'s' if loaders > 1 else ''}, {answer} answers"):
             t0 = time.perf_counter()
             with ThreadPoolExecutor(loaders) as pool:
                 done = list(pool.map(post_all, [bodies[k:k + size] for k in range(0, len(bodies), size)]))
@@ -364,7 +370,8 @@ def load(url: str, bodies: list[bytes], loaders: int, tmp: Path) -> dict[str, An
     with pg_connect(url) as pg:
         events, reports = pg.execute("SELECT count(*), coalesce(sum(report_count), 0) FROM events").fetchone() or (0, 0)
     k = min(10, len(per_post))
-    return {"loaders": loaders, "seconds": seconds, "events_per_s": n / seconds, "outcomes": dict(outcomes),
+    return {"loaders": loaders, "answer": answer, "seconds": seconds, "events_per_s": n / seconds,
+            "outcomes": dict(outcomes),
             "post_s": {"first": float(np.median(per_post[:k])), "last": float(np.median(per_post[-k:])),
                        "max": max(per_post)}, "stored_events": events, "stored_reports": reports}
 
@@ -401,11 +408,15 @@ def show_single(r: dict[str, Any]) -> None:
                   f"{'no loss' if c['consistent'] else 'MISMATCH'}")
 
 
+def who(w: dict[str, Any]) -> str:
+    return f"{w['loaders']} loader(s), {w.get('answer', 'full')} answers"
+
+
 def show_batch(r: dict[str, Any]) -> None:
     t = table(f"batch ingest: {r['events']:,} events", "method", "seconds", "events/s", "rows written", "ratio")
     p = r["plain"]
     for w in r["wangge"].values():
-        t.add_row(f"wangge: {r['requests']} POSTs to /api/v1/events/batch, {w['loaders']} loader(s)",
+        t.add_row(f"wangge: {r['requests']} POSTs to /api/v1/events/batch, {who(w)}",
                   f"{w['seconds']:.1f}", f"{w['events_per_s']:,.0f}",
                   f"{w['stored_events']:,} events, {w['stored_reports']:,} reports", f"{w['ratio']:.2f}")
     t.add_row("PostGIS: COPY + INSERT … SELECT JOIN cells", f"{p['seconds']:.1f}", f"{p['events_per_s']:,.0f}",
@@ -418,10 +429,10 @@ def show_batch(r: dict[str, Any]) -> None:
     for w in r["wangge"].values():
         o, s = w["outcomes"], w["post_s"]
         if runs > 1:
-            console.print(f"  {w['loaders']} loader(s) runs: " + ", ".join(
+            console.print(f"  {who(w)} runs: " + ", ".join(
                 f"{v:,.0f} events/s ({q:.2f})" for v, q in zip(w["runs"], w["run_ratios"], strict=True))
                 + " (ratio to the anchor run before it)")
-        console.print(f"  {w['loaders']} loader(s): speed ratio wangge/plain {w['ratio']:.2f} (target ≥ 1.0: "
+        console.print(f"  {who(w)}: speed ratio wangge/plain {w['ratio']:.2f} (target ≥ 1.0: "
                       f"{met(w['ratio'] >= 1.0)}); {o.get('created', 0):,} created ({o.get('needs_location', 0):,} "
                       f"needs_location), {o.get('merged', 0):,} merged, {o.get('duplicate', 0):,} duplicate; "
                       f"seconds per POST: median of the first 10 {s['first']:.2f}, of the last 10 {s['last']:.2f}, "
@@ -438,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("single", "batch"))
     ap.add_argument("--loaders", type=lambda v: [int(k) for k in v.split(",")], default=[1, 2],
                     help="concurrent batch clients, one run each (comma-separated; default 1,2)")
+    ap.add_argument("--brief-loaders", type=lambda v: [int(k) for k in v.split(",") if k], default=[2],
+                    help="loaders counts also run asking for brief answers (?answer=brief; default 2; '' for none)")
     ap.add_argument("--batch-runs", type=int, default=3,
                     help="batch runs of the anchor and of each number of loaders, interleaved (the median is reported)")
     ap.add_argument("--seed", type=int, default=SEED)

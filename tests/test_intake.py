@@ -525,3 +525,30 @@ def test_local_days_are_the_dates_astimezone_gives() -> None:
     for tz in (TZ, zoneinfo.ZoneInfo("America/New_York"), zoneinfo.ZoneInfo("Asia/Kathmandu")):
         assert local_days(stamps, tz) == [dt.datetime.fromtimestamp(s, tz).date() for s in stamps.tolist()]
     assert local_days(np.array([])) == []
+
+
+def test_a_batch_answers_briefly_when_asked(world: World) -> None:
+    """?answer=brief gives each item's id, outcome, status, cell code and reason: the same cases the full answer
+    names; an unknown answer form is refused, naming the parameter."""
+    t = "2025-06-03T09:00:00+08:00"
+    base = {"source": "citizen", "category": "noise", "occurred_at": t}
+    events = [{**base, "lon": world.point[0], "lat": world.point[1], "external_id": "brief-a"},
+              {**base, "lon": world.point[0] + 0.2, "lat": world.point[1], "external_id": "brief-far"},
+              {**base, "lon": world.point[0], "lat": world.point[1], "external_id": "brief-a"},
+              {**base, "lon": world.point[0] + 0.0001, "lat": world.point[1], "external_id": "brief-near",
+               "occurred_at": "2025-06-03T09:05:00+08:00"}]
+    got = world.client.post("/api/v1/events/batch?answer=brief", headers=world.h("centre"), json={"events": events})
+    assert got.status_code == 200, got.text
+    brief = got.json()["results"]
+    assert [set(b) for b in brief] == [{"id", "outcome", "status", "cell", "reason"}] * 4
+    assert [b["outcome"] for b in brief] == ["created", "created", "duplicate", "merged"]
+    assert brief[1]["status"] == "needs_location" and brief[1]["cell"] is None
+    assert "outside every grid cell" in brief[1]["reason"]
+    again = world.client.post("/api/v1/events/batch", headers=world.h("centre"), json={"events": events})
+    full = again.json()["results"]
+    assert [f["outcome"] for f in full] == ["duplicate"] * 4
+    assert [(b["id"], b["status"], b["cell"], b["reason"]) for b in brief] == [
+        (f["id"], f["status"], f["cell"] and f["cell"]["code"], f["reason"]) for f in full]
+    assert brief[0]["cell"] == world.cell
+    bogus = world.client.post("/api/v1/events/batch?answer=all", headers=world.h("centre"), json={"events": events})
+    assert bogus.status_code == 422 and "answer" in bogus.text
