@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 
-@dataclass
+@dataclass(slots=True)
 class OpenCase:
     key: int  # event id, or a negative placeholder for a case this batch creates
     category: str
