@@ -210,7 +210,7 @@ def store_batch(intake: Intake, connection: Connection | None, body: bytes, devi
     answer's bytes), (422, the validation errors) or (403, why). Runs in a batch worker or a server thread.
     A brief answer gives each item's id, outcome, status, cell code and reason: the full one names the cell,
     worker, village, township and district of each (~480 bytes an item; in bench/ingest.py, relaying and reading
-    ~5 MB a batch of 10,000 cost the server and the client ~10 % of the import's CPU)."""
+    ~5 MB a batch of 10,000 cost the server and the client ~5 % of the import's CPU)."""
     # The body is parsed straight from bytes by pydantic's JSON parser, into dicts (typed_dict): for 10,000 events
     # that is several times faster than FastAPI's json.loads + validate; orjson writes the answer for the same reason.
     try:
