@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["layers"])
 
 # CGCS2000 and WGS84 differ by centimetres: coordinates are emitted as stored, lon first (RFC 7946).
 _COLLECT = """SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_agg(
-    json_build_object('type', 'Feature', 'id', f.fid, 'geometry', ST_AsGeoJSON(f.geom, 7)::json,
+    json_build_object('type', 'Feature', 'id', f.fid, 'geometry', ST_AsGeoJSON(f.geom, 7, 0)::json,
                       'properties', to_jsonb(f) - 'geom' - 'fid') ORDER BY f.fid), '[]'::json))::text
 FROM ({inner}) f"""
 

@@ -298,7 +298,9 @@ def _collection(collection_id: str) -> Collection:
 
 def _geometry(c: Collection, crs: str) -> str:
     geom = f"ST_FlipCoordinates({c.geom})" if crs == EPSG4490 else c.geom
-    return f"ST_AsGeoJSON({geom}, 7)::json"
+    # Options 0: no "crs" member (RFC 7946 has none; PostGIS names any SRID but 4326 by default, here EPSG:4490
+    # inside a CRS84 response); the response's Content-Crs header names the CRS.
+    return f"ST_AsGeoJSON({geom}, 7, 0)::json"
 
 
 def _feature(c: Collection, crs: str) -> str:

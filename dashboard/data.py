@@ -52,7 +52,7 @@ def shift_fc(fc: dict[str, Any]) -> dict[str, Any]:
 
 def _collect(engine: Engine, inner: str, params: dict[str, Any], shift: bool) -> dict[str, Any]:
     sql = f"""SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_agg(
-                json_build_object('type', 'Feature', 'geometry', ST_AsGeoJSON(f.geom, 5)::json,
+                json_build_object('type', 'Feature', 'geometry', ST_AsGeoJSON(f.geom, 5, 0)::json,
                                   'properties', to_jsonb(f) - 'geom')), '[]'::json))::text FROM ({inner}) f"""
     with engine.connect() as conn:
         fc: dict[str, Any] = json.loads(conn.execute(text(sql), params).scalar_one())

@@ -318,7 +318,7 @@ def live_cells(engine: Engine, village: str, now: dt.datetime | None = None) -> 
     with engine.connect() as conn:
         rows = conn.execute(text(f"""
             SELECT c.code, c.name, c.households, c.population, w.id AS worker_id, w.name AS worker_name,
-                   ST_AsGeoJSON(c.geom, 7) AS gj,
+                   ST_AsGeoJSON(c.geom, 7, 0) AS gj,
                    (SELECT count(*) FROM events e WHERE e.cell_code = c.code AND e.received_at >= :since)
                        AS events_90d,
                    (SELECT count(*) FROM events e WHERE e.cell_code = c.code AND e.status IN {OPEN_SQL})

@@ -1121,7 +1121,7 @@ def diff_versions(engine: Engine, a: int, b: int, geometry: bool = True) -> dict
                    CASE WHEN j.ag IS NOT NULL AND j.bg IS NOT NULL
                         THEN ST_Area(ST_Transform(ST_SymDifference(j.ag, j.bg), :epsg)) END AS moved,
                    ST_AsGeoJSON(CASE WHEN j.ag IS NULL THEN j.bg WHEN j.bg IS NULL THEN j.ag
-                                     ELSE ST_SymDifference(j.ag, j.bg) END, 7) AS gj
+                                     ELSE ST_SymDifference(j.ag, j.bg) END, 7, 0) AS gj
             FROM j JOIN jurisdictions v ON v.id = j.village_id ORDER BY j.code"""),
             {"a": a, "b": b, "epsg": epsg}).all()
         same = conn.execute(text(f"""SELECT count(*) FROM cells c WHERE {_IN_VERSION.format(v='a')}

@@ -30,6 +30,7 @@ def test_cells_of_one_village_with_their_grid_worker(client: TestClient) -> None
     village = package[0]["properties"]["village_code"]
     expected = sorted(f["properties"]["code"] for f in package if f["properties"]["village_code"] == village)
     fc = client.get("/api/v1/cells", params={"village": village}).json()
+    assert all("crs" not in f["geometry"] for f in fc["features"])  # RFC 7946: lon/lat, no crs member
     assert sorted(f["properties"]["code"] for f in fc["features"]) == expected
     assert all(f["properties"]["worker_id"] for f in fc["features"])
     assert "phone" not in json.dumps(fc)

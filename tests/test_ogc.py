@@ -195,6 +195,8 @@ def test_next_links_walk_every_feature_once(served: Served, collection: str) -> 
         assert page["numberReturned"] == len(page["features"]) and page["timeStamp"].endswith("Z")
         rels = [link["rel"] for link in page["links"]]
         assert ("prev" in rels) == (i > 0) and ("next" in rels) == (i < len(pages) - 1)
+    # RFC 7946 geometries: no "crs" member (the Content-Crs header names the CRS)
+    assert all(f["geometry"] is None or "crs" not in f["geometry"] for f in features)
     # The prev link of the second page is the first page.
     if len(pages) > 1:
         prev = next(link["href"] for link in pages[1]["links"] if link["rel"] == "prev")
