@@ -89,6 +89,8 @@ def typed_dict(model: type[BaseModel]) -> Any:
 
 
 _BATCH = TypeAdapter(typed_dict(BatchIn))
+
+
 def _report(e: dict[str, Any]) -> Report:
     """An event of a validated batch as the intake's Report (the event's keys are Report's fields, but for the
     reporter's)."""
@@ -194,14 +196,14 @@ async def post_batch(
     role = p.actor.role if p.actor is not None else None
     brief = answer == "brief"
     if state.batch_workers is not None:  # in a batch worker process (gis/intake_worker.py), the default
-        status, answer = await state.batch_workers.run(store_batch, body, p.device_id, role, brief)
+        status, out = await state.batch_workers.run(store_batch, body, p.device_id, role, brief)
     else:
-        status, answer = await run_in_threadpool(store_batch, state.intake, None, body, p.device_id, role, brief)
+        status, out = await run_in_threadpool(store_batch, state.intake, None, body, p.device_id, role, brief)
     if status == 422:
-        raise RequestValidationError(answer)
+        raise RequestValidationError(out)
     if status == 403:
-        raise HTTPException(403, answer)
-    return Response(answer, media_type="application/json")
+        raise HTTPException(403, out)
+    return Response(out, media_type="application/json")
 
 
 def store_batch(intake: Intake, connection: Connection | None, body: bytes, device_id: str | None,

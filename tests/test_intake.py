@@ -306,8 +306,8 @@ def test_a_retry_racing_its_original_waits_for_it_and_finds_its_case(world: Worl
 
 def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
     """Large batches write their cases in COPY's binary format of their own making, small ones through psycopg's
-    adaptation: the same reports give the same rows (tabs, newlines and backslashes in the text, microseconds in
-    the times, points, devices, addresses and keys included) and the times the answers give."""
+    adaptation: the same reports give the same rows and log entries (tabs, newlines and backslashes in the text,
+    microseconds in the times, points, devices, addresses and keys included) and the times the answers give."""
     intake = world.client.app.state.intake  # type: ignore[attr-defined]
     t0 = dt.datetime(2024, 3, 1, 9, 0, tzinfo=TZ)
     odd = ["tab\there", "two\nlines", "back\\slash \\N", "回车\r\n换行", "", "NULL", "plain 描述"]
@@ -327,7 +327,8 @@ def test_a_large_batch_stores_what_a_small_one_stores(world: World) -> None:
             SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_Transform(ST_PointN(ST_ExteriorRing(ST_GeometryN(ST_Buffer(
                 ST_Transform(ST_Union(geom), 4550), 20), 1)), 1), 4490) AS p
                 FROM cells WHERE valid_to IS NULL) q""")).one()
-    # plus one at the grid's edge (snapped) and one 20 km outside the town (needs_location with its reason)
+    # plus one at the grid's edge (snapped), one 20 km outside the town (needs_location with its reason), a
+    # device's alarm, an address with an Idempotency-Key and an address that is not found (no point)
     extra = [Report(source="citizen", category="noise", lon=edge[0], lat=edge[1], occurred_at=t0),
              Report(source="citizen", category="noise", lon=world.point[0] + 0.2, lat=world.point[1], occurred_at=t0,
                     description="far"),
