@@ -46,8 +46,11 @@ def database_url(settings: DatabaseSettings | None = None, start: bool = True) -
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine (one pool) per URL per process."""
-    return create_engine(url, pool_pre_ping=True, pool_size=40, max_overflow=20)
+    """One engine (one pool) per URL per process. Its connections talk UTF-8 whatever the environment says
+    (PGCLIENTENCODING): the intake writes text in COPY's binary format as UTF-8 bytes, which the server reads in
+    the connection's encoding."""
+    return create_engine(url, pool_pre_ping=True, pool_size=40, max_overflow=20,
+                         connect_args={"client_encoding": "utf8"})
 
 
 def _alembic_config(url: str) -> Config:

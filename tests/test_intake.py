@@ -553,3 +553,17 @@ def test_a_batch_answers_briefly_when_asked(world: World) -> None:
     assert brief[0]["cell"] == world.cell
     bogus = world.client.post("/api/v1/events/batch?answer=all", headers=world.h("centre"), json={"events": events})
     assert bogus.status_code == 422 and "answer" in bogus.text
+
+
+def test_connections_talk_utf8_whatever_the_environment_says(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intake writes text in COPY's binary format as UTF-8 bytes, which the server reads in the connection's
+    encoding: a PGCLIENTENCODING left in the environment must not change it (GBK would garble every name)."""
+    monkeypatch.setenv("PGCLIENTENCODING", "GBK")
+    url = world.url + ("&" if "?" in world.url else "?") + "application_name=wangge-encoding-test"
+    engine = db.engine_for(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW client_encoding").scalar() == "UTF8"
+            assert conn.exec_driver_sql("SELECT 'J镇 横塘村'").scalar() == "J镇 横塘村"
+    finally:
+        engine.dispose()
