@@ -143,11 +143,10 @@ class Batch:
         keys.sort()
         if len(keys) > COPY_ABOVE:
             yield from self._flush()
-            prefixes: dict[tuple[str, str], bytes] = {}
+            prefixes = _Encoded(lambda source, kind: _field(source) + _field(kind))
             yield Copy("COPY intake_keys (event_id, source, kind, key) FROM STDIN (FORMAT binary)", [_binary_rows(
                 4, [k[3] for k in keys],
-                [prefixes.get((k[0], k[1])) or prefixes.setdefault((k[0], k[1]), _field(k[0]) + _field(k[1]))
-                 for k in keys], map(_field, [k[2] for k in keys]))], raw=True)
+                [prefixes[k[0], k[1]] for k in keys], map(_field, [k[2] for k in keys]))], raw=True)
         else:
             yield from self._bulk("intake_keys", KEY_COLUMNS, keys)
         return d.results
@@ -386,26 +385,21 @@ class Batch:
         yield from self._bulk("event_reports", REPORT_COLUMNS, [
             (eid, r.source, r.external_id, r.device_id, r.description, r.reporter_name, r.reporter_phone, _ewkt(loc),
              t, now) for eid, r, loc, t in merged_reports])
-        # The log's 'report' entries are made in the server from arrays; reports with photos name them in the entry
-        # and are written after the others, and so are merges: a case's first entry comes before the entries of
-        # the reports merged into it.
+        # The log's 'report' entries: many by binary COPY, a few made in the server from arrays (in the round trip
+        # of the commit; the two spellings are compared by test_a_large_batch_stores_what_a_small_one_stores).
+        # Reports with photos name them in the entry and are written after the others, and so are merges: a case's
+        # first entry comes before the entries of the reports merged into it.
         plain = [(eid, r.source, res["status"], loc.reason)
                  for eid, (r, loc, _, res) in zip(ids, new_rows, strict=True) if not r.photos]
         if len(plain) > COPY_ABOVE:
             # In COPY's binary format: the case's id, then what its source, status and reason make (few kinds).
             yield from self._flush()
-            at, tails = _pg_time(now), dict[tuple[str, str, str | None], bytes]()
-
-            def tail(source: str, status: str, reason: str | None) -> bytes:
-                b = tails.get((source, status, reason))
-                if b is None:
-                    b = tails[(source, status, reason)] = b"".join((
-                        at, _field(f"intake:{source}"), _field("system"), _field("report"), _field(status),
-                        _field(reason), _jsonb({"source": source})))
-                return b
-
+            at = _pg_time(now)
+            tails = _Encoded(lambda source, status, reason: b"".join((
+                at, _field(f"intake:{source}"), _field("system"), _field("report"), _field(status), _field(reason),
+                _jsonb({"source": source}))))
             yield Copy("COPY event_log (event_id, at, actor, role, action, to_status, note, data) FROM STDIN "
-                       "(FORMAT binary)", [_binary_rows(8, [p[0] for p in plain], [tail(*p[1:]) for p in plain])],
+                       "(FORMAT binary)", [_binary_rows(8, [p[0] for p in plain], [tails[p[1:]] for p in plain])],
                        raw=True)
         elif plain:
             # (Reading the rows just written back out of events cost 10,000 index probes a batch.)
@@ -482,7 +476,7 @@ _HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _NULL = b"\xff\xff\xff\xff"
 _TRAILER = b"\xff\xff"
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # PostgreSQL's epoch: its times count microseconds from it
-_PG_EPOCH_US = 946_684_800_000_000  # the same in Unix microseconds
+_PG_EPOCH_US = round(_PG_EPOCH.timestamp()) * 1_000_000  # the same in Unix microseconds
 # The columns of a new case as _EventCopy writes them: the fixed-width ones first, then the route's, the place's and
 # the report's.
 COPY_COLUMNS = (
@@ -538,7 +532,7 @@ class _EventCopy:
         self.times = np.rint(stamps * 1e6).astype(np.int64) - _PG_EPOCH_US
         self.routes: dict[tuple[Any, ...], bytes] = {}
         self.places: dict[tuple[Any, ...], bytes] = {}
-        self.texts: dict[str | None, bytes] = {None: _NULL}
+        self.texts = _Encoded(_field)  # values of few kinds (a source, a reason), encoded once each
         self._keep: list[Any] = []
 
     def blocks(self, cases: Iterable[tuple[int, int, Report, Located, dict[str, Any]]], size: int = 500
@@ -569,16 +563,8 @@ class _EventCopy:
         def optional(values: tuple[str | None, ...]) -> Iterable[bytes]:
             return nulls if values.count(None) == n else map(_field, values)
 
-        def repeated(values: tuple[str | None, ...]) -> list[bytes]:
-            """Values of few kinds (a source, a reason), encoded once each."""
-            texts = self.texts
-            out = []
-            for v in values:
-                b = texts.get(v)
-                if b is None:
-                    b = texts[v] = _field(v)
-                out.append(b)
-            return out
+        def repeated(values: tuple[str | None, ...]) -> Iterable[bytes]:
+            return map(self.texts.__getitem__, values)
 
         fixed = np.zeros(n, _FIXED)
         fixed["fields"] = len(COPY_COLUMNS)
@@ -603,8 +589,7 @@ class _EventCopy:
             lon = tuple(np.nan if v is None else v for v in lon)
         fixed["x"] = lon
         fixed["y"] = [np.nan if v is None else v for v in of("lat", locs)] if nowhere else of("lat", locs)
-        data, width = fixed.tobytes(), _FIXED.itemsize
-        heads = [data[j:j + width] for j in range(0, n * width, width)]
+        heads = _records(fixed)
         for j in nowhere:
             heads[j] = heads[j][:_GEOM_AT] + _NULL
 
@@ -647,9 +632,25 @@ def _binary_rows(fields: int, ids: list[int], *rest: Iterable[bytes]) -> bytes:
     (each item of `rest` may hold several; `fields` counts them all)."""
     head = np.empty(len(ids), _ID_HEAD)
     head["fields"], head["n_id"], head["id"] = fields, 8, ids
-    data, width = head.tobytes(), _ID_HEAD.itemsize
-    heads = [data[j:j + width] for j in range(0, len(data), width)]
-    return b"".join((_HEADER, *chain.from_iterable(zip(heads, *rest, strict=True)), _TRAILER))
+    return b"".join((_HEADER, *chain.from_iterable(zip(_records(head), *rest, strict=True)), _TRAILER))
+
+
+def _records(records: np.ndarray) -> list[bytes]:
+    """The bytes of each record of a record array."""
+    data, width = records.tobytes(), records.dtype.itemsize
+    return [data[j:j + width] for j in range(0, len(data), width)]
+
+
+class _Encoded(dict[Any, bytes]):
+    """Values encoded once each, made on first use: encoded[key] is make(key), or make(*key) for a tuple key."""
+
+    def __init__(self, make: Callable[..., bytes]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key: Any) -> bytes:
+        b = self[key] = self.make(*key) if isinstance(key, tuple) else self.make(key)
+        return b
 
 
 def _jsonb(value: Any) -> bytes:
